@@ -1,0 +1,10 @@
+//! `pretrain`: a runtime for pretraining Qwen3-class language models.
+//!
+//! The runtime knows nothing of Kubernetes: its inputs are a config file, dotted overrides,
+//! the launch-contract environment and data/checkpoint paths; its outputs are logs, metrics,
+//! checkpoints and an exit code (see `ARCHITECTURE.md`).
+//!
+//! Module map:
+//! - [`data`]: Megatron `.bin/.idx` datasets, preprocessing, GPT sample building and blending.
+
+pub mod data;
