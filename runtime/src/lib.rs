@@ -6,5 +6,7 @@
 //!
 //! Module map:
 //! - [`data`]: Megatron `.bin/.idx` datasets, preprocessing, GPT sample building and blending.
+//! - [`exit`]: process exit codes, the contract with launchers and the operator.
 
 pub mod data;
+pub mod exit;

@@ -8,7 +8,9 @@
 //! - [`rng`]: numpy's legacy `RandomState` (MT19937) and its `shuffle`, for Megatron's sample order.
 //! - [`gpt_dataset`]: Megatron's document / sample / shuffle indices and `__getitem__`.
 //! - [`blend`]: blend and split strings, blending indices, [`blend::BlendedDataset`].
+//! - [`sampling`]: from `data_path`, split and sizes to train/valid/test datasets.
 //! - [`cache`]: the on-disk index cache, keyed by a hash of the dataset description.
+//! - [`inspect`]: statistics and decoded samples of a dataset (`pretrain inspect-data`).
 //! - [`tokenizer`]: loading a Hugging Face `tokenizer.json`.
 //! - [`preprocess`]: JSONL → `.bin/.idx`, multithreaded and streaming.
 //! - [`mindrecord`]: reading MindSpore MindRecord files with token-id fields.
@@ -20,10 +22,12 @@ pub mod cache;
 pub mod dtype;
 pub mod gpt_dataset;
 pub mod indexed;
+pub mod inspect;
 pub mod mindrecord;
 pub mod npy;
 pub mod preprocess;
 pub mod rng;
+pub mod sampling;
 pub mod tokenizer;
 
 use std::path::PathBuf;

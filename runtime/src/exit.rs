@@ -1,0 +1,43 @@
+//! Process exit codes: the runtime's half of the contract with launchers and the operator
+//! (documented in ARCHITECTURE.md, "Exit codes"). A supervisor retries only retryable codes.
+
+use crate::data;
+
+/// Success.
+pub const OK: i32 = 0;
+/// An unexpected or transient failure (I/O, a lost peer, a crash): retrying may help.
+pub const RETRYABLE: i32 = 1;
+/// Invalid command line or configuration: retrying the same job cannot help.
+pub const CONFIG_INVALID: i32 = 2;
+/// Invalid input data or checkpoint: retrying the same job cannot help.
+pub const DATA_INVALID: i32 = 3;
+
+/// Whether a supervisor should restart a worker that exited with `code`.
+pub fn is_retryable(code: i32) -> bool {
+    !matches!(code, OK | CONFIG_INVALID | DATA_INVALID)
+}
+
+/// The exit code for a data-pipeline error.
+pub fn for_data_error(e: &data::Error) -> i32 {
+    match e {
+        data::Error::Io { .. } => RETRYABLE,
+        data::Error::InvalidArgument(_) | data::Error::Tokenizer { .. } => CONFIG_INVALID,
+        data::Error::Corrupt { .. }
+        | data::Error::BadLine { .. }
+        | data::Error::TokenOutOfRange { .. } => DATA_INVALID,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unexpected_failures_are_retryable() {
+        assert!(!is_retryable(OK));
+        assert!(!is_retryable(CONFIG_INVALID));
+        assert!(!is_retryable(DATA_INVALID));
+        assert!(is_retryable(RETRYABLE));
+        assert!(is_retryable(137));
+    }
+}
