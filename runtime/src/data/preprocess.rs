@@ -405,6 +405,16 @@ pub fn run(opts: &PreprocessOptions) -> Result<PreprocessReport> {
                                     tracing::warn!("skipping {e}");
                                 }
                             }
+                            Err(Error::BadLine { path, line, reason }) => {
+                                return Err(Error::BadLine {
+                                    path,
+                                    line,
+                                    reason: format!(
+                                        "{reason}; fix the line, or pass --skip-bad-lines to \
+                                         count and skip such lines"
+                                    ),
+                                })
+                            }
                             Err(e) => return Err(e),
                         }
                     }
