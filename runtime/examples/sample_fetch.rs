@@ -44,7 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let [train, _, _] = build_datasets(&config)?;
     let train = train.ok_or("no train split")?;
-    eprintln!("index build: {:.3} s, {} samples", started.elapsed().as_secs_f64(), train.len());
+    eprintln!(
+        "index build: {:.3} s, {} samples",
+        started.elapsed().as_secs_f64(),
+        train.len()
+    );
     let mut rng = RandomState::new(0);
     let indices: Vec<usize> = (0..n)
         .map(|_| rng.random_interval(train.len() as u64 - 1) as usize)
@@ -57,6 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!("checksum {checksum}");
-    println!("pretrain: {n} samples, {secs:.3} s, {:.0} samples/s", n as f64 / secs);
+    println!(
+        "pretrain: {n} samples, {secs:.3} s, {:.0} samples/s",
+        n as f64 / secs
+    );
     Ok(())
 }
