@@ -1,11 +1,10 @@
 //! Integration tests of the `pretrain` binary, one test binary. Table of contents:
-//! - `preprocess`: JSONL inputs (files, directories, globs, several keys) and every bad input
+//! - `cli::preprocess`: JSONL inputs (files, directories, globs, several keys) and every bad input
 //!   the issue names: each a one-line error naming file and position, a non-zero exit, and
 //!   nothing under the final output name.
-//! - `inspect`: statistics, decoding and corrupt-file errors of `inspect-data`.
+//! - `cli::inspect`: statistics, decoding and corrupt-file errors of `inspect-data`.
 
-mod inspect;
-mod preprocess;
+mod cli;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,4 @@
+//! Tests of the `pretrain` subcommands.
+
+mod inspect;
+mod preprocess;
