@@ -16,4 +16,4 @@ cargo test --workspace --release --locked 2>&1 | tee "$log"
 # One closing line over all test binaries (cargo prints one per binary, the last often a
 # doc-test binary with 0 tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "\nall tests: %d passed, %d failed\n", p, f }' "$log"
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
