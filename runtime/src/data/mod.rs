@@ -11,12 +11,15 @@
 //! - [`sampling`]: from `data_path`, split and sizes to train/valid/test datasets.
 //! - [`cache`]: the on-disk index cache, keyed by a hash of the dataset description.
 //! - [`inspect`]: statistics and decoded samples of a dataset (`pretrain inspect-data`).
+//! - [`bpe`]: a fast byte-level BPE encoder, id-for-id identical to `tokenizers` on GPT-2/Qwen
+//!   style `tokenizer.json` files (about 19x faster single-threaded).
 //! - [`tokenizer`]: loading a Hugging Face `tokenizer.json`.
 //! - [`preprocess`]: JSONL → `.bin/.idx`, multithreaded and streaming.
 //! - [`mindrecord`]: reading MindSpore MindRecord files with token-id fields.
 //! - [`npy`]: the small subset of numpy's `.npy` format the cache uses.
 
 pub mod blend;
+pub mod bpe;
 pub mod builder;
 pub mod cache;
 pub mod dtype;

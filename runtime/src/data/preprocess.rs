@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::builder::IndexedDatasetBuilder;
-use super::tokenizer::HfTokenizer;
+use super::tokenizer::{HfTokenizer, WorkerEncoder};
 use super::{DType, Error, Result};
 
 /// Lines per batch handed to a worker.
@@ -186,7 +186,7 @@ fn read_batches(files: &[PathBuf], work: Sender<Batch>, credits: Receiver<()>) -
 fn parse_line(
     line: &[u8],
     keys: &[String],
-    tokenizer: &HfTokenizer,
+    encoder: &mut WorkerEncoder<'_>,
     eod: Option<u32>,
 ) -> std::result::Result<Option<Doc>, String> {
     if line.iter().all(u8::is_ascii_whitespace) {
@@ -218,10 +218,10 @@ fn parse_line(
         let mut ids = Vec::new();
         let mut lens = Vec::new();
         for s in sentences {
-            let encoded = tokenizer.encode(s).map_err(|e| e.to_string())?;
-            if !encoded.is_empty() {
-                lens.push(encoded.len());
-                ids.extend(encoded);
+            let before = ids.len();
+            encoder.encode(s, &mut ids).map_err(|e| e.to_string())?;
+            if ids.len() > before {
+                lens.push(ids.len() - before);
             }
         }
         if let (Some(eod), Some(last)) = (eod, lens.last_mut()) {
@@ -241,13 +241,14 @@ fn encode_batches(
     tokenizer: &HfTokenizer,
     eod: Option<u32>,
 ) {
+    let mut encoder = tokenizer.worker();
     for batch in work {
         let docs = batch
             .lines
             .iter()
             .enumerate()
             .map(|(k, line)| {
-                parse_line(line, keys, tokenizer, eod).map_err(|reason| Error::BadLine {
+                parse_line(line, keys, &mut encoder, eod).map_err(|reason| Error::BadLine {
                     path: files[batch.file].clone(),
                     line: batch.first_line + k as u64,
                     reason,

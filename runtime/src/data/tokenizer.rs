@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
+use super::bpe::{self, FastBpe};
 use super::{Error, Result};
 
 /// A loaded tokenizer and what the data pipeline needs to know about it.
@@ -19,6 +20,33 @@ pub struct HfTokenizer {
     pub eos: Option<(String, u32)>,
     /// `pad_token` of `tokenizer_config.json`, when present: (token, id).
     pub pad: Option<(String, u32)>,
+    /// The fast encoder for byte-level BPE files it supports (same ids, much faster).
+    fast: Option<FastBpe>,
+}
+
+/// A per-thread encoder: the fast BPE with its word cache where the file allows, else the
+/// `tokenizers` crate.
+pub enum WorkerEncoder<'a> {
+    /// [`bpe::Encoder`], for GPT-2/Qwen-style byte-level BPE files.
+    Fast(bpe::Encoder<'a>),
+    /// The `tokenizers` crate, for everything else.
+    Hf(&'a HfTokenizer),
+}
+
+impl WorkerEncoder<'_> {
+    /// Appends the ids of `text` to `out`.
+    pub fn encode(&mut self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        match self {
+            WorkerEncoder::Fast(e) => {
+                e.encode(text, out);
+                Ok(())
+            }
+            WorkerEncoder::Hf(t) => {
+                out.extend(t.encode_hf(text)?);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Finds `tokenizer.json`: `file` if given, else `<dir>/tokenizer.json`.
@@ -78,12 +106,20 @@ impl HfTokenizer {
         };
         let eos = lookup("eos_token");
         let pad = lookup("pad_token");
+        let fast = FastBpe::from_tokenizer_json(path)?;
+        if fast.is_none() {
+            tracing::info!(
+                "{}: using the tokenizers crate (the fast BPE encoder does not support this file)",
+                path.display()
+            );
+        }
         Ok(HfTokenizer {
             path: path.to_path_buf(),
             vocab_size,
             eos,
             pad,
             inner,
+            fast,
         })
     }
 
@@ -116,8 +152,28 @@ impl HfTokenizer {
         })
     }
 
+    /// An encoder for one thread (keeps a word cache when the fast encoder applies).
+    pub fn worker(&self) -> WorkerEncoder<'_> {
+        match &self.fast {
+            Some(f) => WorkerEncoder::Fast(f.encoder()),
+            None => WorkerEncoder::Hf(self),
+        }
+    }
+
+    /// Whether the fast BPE encoder is in use.
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_some()
+    }
+
     /// Token ids of `text`, exactly as `tokenizer(text).input_ids` in Python.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        self.worker().encode(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// Token ids of `text` from the `tokenizers` crate.
+    pub fn encode_hf(&self, text: &str) -> Result<Vec<u32>> {
         self.inner
             .encode_fast(text, true)
             .map(|e| e.get_ids().to_vec())
