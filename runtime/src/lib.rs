@@ -6,7 +6,15 @@
 //!
 //! Module map:
 //! - [`data`]: Megatron `.bin/.idx` datasets, preprocessing, GPT sample building and blending.
+//! - [`metrics`]: TensorBoard event files and JSONL metrics.
+//! - [`model`]: the Qwen3 model: config, HF-named parameters, forward/backward ops.
+//! - [`optim`]: AdamW and gradient clipping.
+//! - [`tensor`]: GEMM entry point and deterministic initialisation.
 //! - [`exit`]: process exit codes, the contract with launchers and the operator.
 
 pub mod data;
 pub mod exit;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod tensor;

@@ -1,0 +1,592 @@
+//! One Qwen3 training step for a micro-batch: [`Qwen3::forward`] keeps every activation the
+//! backward needs in an [`Activations`] arena allocated once per (B, T); [`Qwen3::backward`]
+//! walks the layers in reverse and accumulates parameter gradients into a flat buffer laid out
+//! like the parameters.
+
+use super::ops::attention::{attention_backward, attention_forward, AttnBackwardScratch, AttnDims};
+use super::ops::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use super::ops::embedding::{embedding_backward, embedding_forward};
+use super::ops::linear::{linear_backward, linear_forward};
+use super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+use super::ops::rope::{rope_backward, rope_forward, rope_tables};
+use super::ops::swiglu::{swiglu_backward, swiglu_forward};
+use super::params::{LayerParam as P, Layout};
+use super::{Error, Qwen3Config, Result};
+
+/// A micro-batch in Megatron's convention: labels are already shifted, `loss_mask` selects the
+/// positions that count.
+pub struct Batch<'a> {
+    /// Input ids (B·T).
+    pub ids: &'a [u32],
+    /// Target ids (B·T).
+    pub labels: &'a [u32],
+    /// 1.0 where the loss counts (B·T).
+    pub loss_mask: &'a [f32],
+    /// Position of each token (B·T).
+    pub positions: &'a [i64],
+    /// B.
+    pub b: usize,
+    /// T.
+    pub t: usize,
+}
+
+/// The model: config, parameter layout and the flat parameter buffer.
+pub struct Qwen3 {
+    /// Configuration.
+    pub config: Qwen3Config,
+    /// Parameter layout.
+    pub layout: Layout,
+    /// Parameters (`layout.total` elements).
+    pub params: Vec<f32>,
+}
+
+/// Activations of one micro-batch shape, reused across steps.
+pub struct Activations {
+    b: usize,
+    t: usize,
+    resid: Vec<f32>,     // (L+1, N, H)
+    ln1: Vec<f32>,       // (L, N, H)
+    ln1_rstd: Vec<f32>,  // (L, N)
+    q_raw: Vec<f32>,     // (L, N, Nq·d)
+    q_rstd: Vec<f32>,    // (L, N, Nq)
+    q: Vec<f32>,         // (L, N, Nq·d) after q_norm and RoPE
+    k_raw: Vec<f32>,     // (L, N, Nkv·d)
+    k_rstd: Vec<f32>,    // (L, N, Nkv)
+    k: Vec<f32>,         // (L, N, Nkv·d)
+    v: Vec<f32>,         // (L, N, Nkv·d)
+    att: Vec<f32>,       // (L, B, Nq, T, T)
+    attn_out: Vec<f32>,  // (L, N, Nq·d)
+    resid_mid: Vec<f32>, // (L, N, H)
+    ln2: Vec<f32>,       // (L, N, H)
+    ln2_rstd: Vec<f32>,  // (L, N)
+    gate: Vec<f32>,      // (L, N, F)
+    up: Vec<f32>,        // (L, N, F)
+    act: Vec<f32>,       // (L, N, F)
+    lnf: Vec<f32>,       // (N, H)
+    lnf_rstd: Vec<f32>,  // (N)
+    /// Logits (N, V); after backward, their gradient.
+    pub logits: Vec<f32>,
+    /// Per-token cross-entropy (N).
+    pub losses: Vec<f32>,
+    cos: Vec<f32>, // (N, d/2)
+    sin: Vec<f32>, // (N, d/2)
+    grads: GradScratch,
+}
+
+/// Activation gradients, one layer at a time.
+struct GradScratch {
+    dresid: Vec<f32>,  // (N, H)
+    dx: Vec<f32>,      // (N, H)
+    dln: Vec<f32>,     // (N, H)
+    dattn: Vec<f32>,   // (N, Nq·d)
+    dq: Vec<f32>,      // (N, Nq·d)
+    dk: Vec<f32>,      // (N, Nkv·d)
+    dv: Vec<f32>,      // (N, Nkv·d)
+    dq_raw: Vec<f32>,  // (N, Nq·d)
+    dk_raw: Vec<f32>,  // (N, Nkv·d)
+    datt: Vec<f32>,    // (B, Nq, T, T)
+    head_q: Vec<f32>,  // (B, Nq, T, d)
+    head_k: Vec<f32>,  // (B, Nkv, T, d)
+    head_v: Vec<f32>,  // (B, Nkv, T, d)
+    dgate: Vec<f32>,   // (N, F)
+    dup: Vec<f32>,     // (N, F)
+    dact: Vec<f32>,    // (N, F)
+    dlosses: Vec<f32>, // (N)
+}
+
+impl Activations {
+    /// Allocates the arena for micro-batches of `b` sequences of `t` tokens.
+    pub fn new(c: &Qwen3Config, b: usize, t: usize) -> Activations {
+        let n = b * t;
+        let (h, f, l, v) = (
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.vocab_size,
+        );
+        let (q, kv, nq, nkv) = (
+            c.q_dim(),
+            c.kv_dim(),
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        );
+        let z = |len: usize| vec![0.0f32; len];
+        Activations {
+            b,
+            t,
+            resid: z((l + 1) * n * h),
+            ln1: z(l * n * h),
+            ln1_rstd: z(l * n),
+            q_raw: z(l * n * q),
+            q_rstd: z(l * n * nq),
+            q: z(l * n * q),
+            k_raw: z(l * n * kv),
+            k_rstd: z(l * n * nkv),
+            k: z(l * n * kv),
+            v: z(l * n * kv),
+            att: z(l * b * nq * t * t),
+            attn_out: z(l * n * q),
+            resid_mid: z(l * n * h),
+            ln2: z(l * n * h),
+            ln2_rstd: z(l * n),
+            gate: z(l * n * f),
+            up: z(l * n * f),
+            act: z(l * n * f),
+            lnf: z(n * h),
+            lnf_rstd: z(n),
+            logits: z(n * v),
+            losses: z(n),
+            cos: z(n * c.head_dim / 2),
+            sin: z(n * c.head_dim / 2),
+            grads: GradScratch {
+                dresid: z(n * h),
+                dx: z(n * h),
+                dln: z(n * h),
+                dattn: z(n * q),
+                dq: z(n * q),
+                dk: z(n * kv),
+                dv: z(n * kv),
+                dq_raw: z(n * q),
+                dk_raw: z(n * kv),
+                datt: z(b * nq * t * t),
+                head_q: z(n * q),
+                head_k: z(n * kv),
+                head_v: z(n * kv),
+                dgate: z(n * f),
+                dup: z(n * f),
+                dact: z(n * f),
+                dlosses: z(n),
+            },
+        }
+    }
+
+    /// Micro-batch size and sequence length this arena serves.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.b, self.t)
+    }
+}
+
+/// `&buf[l * len..(l + 1) * len]`
+fn at(buf: &[f32], l: usize, len: usize) -> &[f32] {
+    &buf[l * len..(l + 1) * len]
+}
+
+/// `&mut buf[l * len..(l + 1) * len]`
+fn at_mut(buf: &mut [f32], l: usize, len: usize) -> &mut [f32] {
+    &mut buf[l * len..(l + 1) * len]
+}
+
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
+impl Qwen3 {
+    /// A model with HF-style random initialisation from `seed`.
+    pub fn init(config: Qwen3Config, seed: u32) -> Result<Qwen3> {
+        config.validate()?;
+        let layout = Layout::new(&config);
+        let params = layout.init(config.initializer_range as f32, seed);
+        Ok(Qwen3 {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    /// A model with the given parameters (checked against the layout size).
+    pub fn with_params(config: Qwen3Config, params: Vec<f32>) -> Result<Qwen3> {
+        config.validate()?;
+        let layout = Layout::new(&config);
+        if params.len() != layout.total {
+            return Err(Error::Config(format!(
+                "{} parameters given, the config needs {}",
+                params.len(),
+                layout.total
+            )));
+        }
+        Ok(Qwen3 {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    fn dims(&self, acts: &Activations) -> AttnDims {
+        AttnDims {
+            b: acts.b,
+            t: acts.t,
+            nq: self.config.num_attention_heads,
+            nkv: self.config.num_key_value_heads,
+            d: self.config.head_dim,
+        }
+    }
+
+    /// Forward pass; returns the masked mean loss `Σ mask·CE / Σ mask` (0 when the mask is
+    /// empty) and leaves every activation the backward needs in `acts`.
+    pub fn forward(&self, acts: &mut Activations, batch: &Batch<'_>) -> Result<f32> {
+        let c = &self.config;
+        let (lay, w) = (&self.layout, &self.params);
+        let n = batch.b * batch.t;
+        assert_eq!(
+            (batch.b, batch.t),
+            (acts.b, acts.t),
+            "activation arena shape"
+        );
+        let (h, f, d, v) = (c.hidden_size, c.intermediate_size, c.head_dim, c.vocab_size);
+        let (qd, kvd, nq, nkv) = (
+            c.q_dim(),
+            c.kv_dim(),
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        );
+        let eps = c.rms_norm_eps as f32;
+        for (position, &id) in batch.ids.iter().chain(batch.labels).enumerate() {
+            if id as usize >= v {
+                return Err(Error::TokenOutOfRange {
+                    id,
+                    position: position % n,
+                    vocab_size: v,
+                });
+            }
+        }
+        let (cos, sin) = rope_tables(batch.positions, d, c.rope_theta as f32);
+        acts.cos.copy_from_slice(&cos);
+        acts.sin.copy_from_slice(&sin);
+        let dims = self.dims(acts);
+        embedding_forward(
+            at_mut(&mut acts.resid, 0, n * h),
+            batch.ids,
+            lay.get(w, lay.embed()),
+            h,
+        );
+        for l in 0..c.num_hidden_layers {
+            let p = |x: P| lay.get(w, lay.layer(l, x));
+            let a = &mut *acts;
+            let x = at(&a.resid, l, n * h);
+            // Attention block: ln1 -> q/k/v -> q_norm/k_norm -> RoPE -> attention -> o_proj.
+            let ln1 = at_mut(&mut a.ln1, l, n * h);
+            rmsnorm_forward(
+                ln1,
+                at_mut(&mut a.ln1_rstd, l, n),
+                x,
+                p(P::InputLayernorm),
+                h,
+                eps,
+            );
+            let ln1 = at(&a.ln1, l, n * h);
+            linear_forward(at_mut(&mut a.q_raw, l, n * qd), ln1, p(P::QProj), n, h, qd);
+            linear_forward(
+                at_mut(&mut a.k_raw, l, n * kvd),
+                ln1,
+                p(P::KProj),
+                n,
+                h,
+                kvd,
+            );
+            linear_forward(at_mut(&mut a.v, l, n * kvd), ln1, p(P::VProj), n, h, kvd);
+            let q = at_mut(&mut a.q, l, n * qd);
+            rmsnorm_forward(
+                q,
+                at_mut(&mut a.q_rstd, l, n * nq),
+                at(&a.q_raw, l, n * qd),
+                p(P::QNorm),
+                d,
+                eps,
+            );
+            rope_forward(at_mut(&mut a.q, l, n * qd), &a.cos, &a.sin, nq, d);
+            let k = at_mut(&mut a.k, l, n * kvd);
+            rmsnorm_forward(
+                k,
+                at_mut(&mut a.k_rstd, l, n * nkv),
+                at(&a.k_raw, l, n * kvd),
+                p(P::KNorm),
+                d,
+                eps,
+            );
+            rope_forward(at_mut(&mut a.k, l, n * kvd), &a.cos, &a.sin, nkv, d);
+            attention_forward(
+                at_mut(&mut a.attn_out, l, n * qd),
+                at_mut(&mut a.att, l, a.b * nq * a.t * a.t),
+                &mut a.grads.head_q,
+                at(&a.q, l, n * qd),
+                at(&a.k, l, n * kvd),
+                at(&a.v, l, n * kvd),
+                dims,
+            );
+            let o = &mut a.grads.dx; // scratch (N, H)
+            linear_forward(o, at(&a.attn_out, l, n * qd), p(P::OProj), n, qd, h);
+            let mid = at_mut(&mut a.resid_mid, l, n * h);
+            for ((m, &x), &o) in mid.iter_mut().zip(at(&a.resid, l, n * h)).zip(o.iter()) {
+                *m = x + o;
+            }
+            // MLP block: ln2 -> gate/up -> silu(gate)·up -> down_proj.
+            let mid = at(&a.resid_mid, l, n * h);
+            rmsnorm_forward(
+                at_mut(&mut a.ln2, l, n * h),
+                at_mut(&mut a.ln2_rstd, l, n),
+                mid,
+                p(P::PostAttentionLayernorm),
+                h,
+                eps,
+            );
+            let ln2 = at(&a.ln2, l, n * h);
+            linear_forward(at_mut(&mut a.gate, l, n * f), ln2, p(P::GateProj), n, h, f);
+            linear_forward(at_mut(&mut a.up, l, n * f), ln2, p(P::UpProj), n, h, f);
+            swiglu_forward(
+                at_mut(&mut a.act, l, n * f),
+                at(&a.gate, l, n * f),
+                at(&a.up, l, n * f),
+            );
+            let o = &mut a.grads.dx;
+            linear_forward(o, at(&a.act, l, n * f), p(P::DownProj), n, f, h);
+            let (before, after) = a.resid.split_at_mut((l + 1) * n * h);
+            let mid = at(&a.resid_mid, l, n * h);
+            for ((y, &m), &o) in after[..n * h].iter_mut().zip(mid).zip(o.iter()) {
+                *y = m + o;
+            }
+            let _ = before;
+        }
+        let last = at(&acts.resid, c.num_hidden_layers, n * h);
+        rmsnorm_forward(
+            &mut acts.lnf,
+            &mut acts.lnf_rstd,
+            last,
+            lay.get(w, lay.final_norm()),
+            h,
+            eps,
+        );
+        linear_forward(
+            &mut acts.logits,
+            &acts.lnf,
+            lay.get(w, lay.lm_head()),
+            n,
+            h,
+            v,
+        );
+        cross_entropy_forward(&mut acts.losses, &acts.logits, batch.labels, v);
+        let total: f32 = batch.loss_mask.iter().sum();
+        if total == 0.0 {
+            return Ok(0.0);
+        }
+        let sum: f32 = acts
+            .losses
+            .iter()
+            .zip(batch.loss_mask)
+            .map(|(l, m)| l * m)
+            .sum();
+        Ok(sum / total)
+    }
+
+    /// Backward pass after [`Qwen3::forward`] on the same batch: accumulates into `grads`
+    /// (layout-shaped) the gradient of `loss_scale · loss`. The logits buffer is consumed.
+    pub fn backward(
+        &self,
+        acts: &mut Activations,
+        batch: &Batch<'_>,
+        grads: &mut [f32],
+        loss_scale: f32,
+    ) {
+        let c = &self.config;
+        let (lay, w) = (&self.layout, &self.params);
+        let n = batch.b * batch.t;
+        let (h, f, d, v) = (c.hidden_size, c.intermediate_size, c.head_dim, c.vocab_size);
+        let (qd, kvd, nq, nkv) = (
+            c.q_dim(),
+            c.kv_dim(),
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        );
+        let dims = self.dims(acts);
+        let total: f32 = batch.loss_mask.iter().sum();
+        let mut g = lay.split_mut(grads);
+        let a = &mut *acts;
+        let s = &mut a.grads;
+        for (dl, &m) in s.dlosses.iter_mut().zip(batch.loss_mask) {
+            *dl = if total > 0.0 {
+                m * loss_scale / total
+            } else {
+                0.0
+            };
+        }
+        cross_entropy_backward(&mut a.logits, batch.labels, &s.dlosses, v);
+        // lm_head (the embedding when tied) and the final norm.
+        linear_backward(
+            &mut s.dln,
+            g[lay.lm_head()],
+            &a.logits,
+            &a.lnf,
+            lay.get(w, lay.lm_head()),
+            n,
+            h,
+            v,
+            false,
+        );
+        let last = at(&a.resid, c.num_hidden_layers, n * h);
+        rmsnorm_backward(
+            &mut s.dresid,
+            g[lay.final_norm()],
+            &s.dln,
+            last,
+            lay.get(w, lay.final_norm()),
+            &a.lnf_rstd,
+            h,
+        );
+        for l in (0..c.num_hidden_layers).rev() {
+            let p = |x: P| lay.get(w, lay.layer(l, x));
+            let gi = |x: P| lay.layer(l, x);
+            // MLP block.
+            linear_backward(
+                &mut s.dact,
+                g[gi(P::DownProj)],
+                &s.dresid,
+                at(&a.act, l, n * f),
+                p(P::DownProj),
+                n,
+                f,
+                h,
+                false,
+            );
+            swiglu_backward(
+                &mut s.dgate,
+                &mut s.dup,
+                &s.dact,
+                at(&a.gate, l, n * f),
+                at(&a.up, l, n * f),
+            );
+            let ln2 = at(&a.ln2, l, n * h);
+            linear_backward(
+                &mut s.dln,
+                g[gi(P::GateProj)],
+                &s.dgate,
+                ln2,
+                p(P::GateProj),
+                n,
+                h,
+                f,
+                false,
+            );
+            linear_backward(
+                &mut s.dln,
+                g[gi(P::UpProj)],
+                &s.dup,
+                ln2,
+                p(P::UpProj),
+                n,
+                h,
+                f,
+                true,
+            );
+            let mid = at(&a.resid_mid, l, n * h);
+            rmsnorm_backward(
+                &mut s.dx,
+                g[gi(P::PostAttentionLayernorm)],
+                &s.dln,
+                mid,
+                p(P::PostAttentionLayernorm),
+                at(&a.ln2_rstd, l, n),
+                h,
+            );
+            add_into(&mut s.dresid, &s.dx);
+            // Attention block.
+            linear_backward(
+                &mut s.dattn,
+                g[gi(P::OProj)],
+                &s.dresid,
+                at(&a.attn_out, l, n * qd),
+                p(P::OProj),
+                n,
+                qd,
+                h,
+                false,
+            );
+            let scratch = AttnBackwardScratch {
+                datt: &mut s.datt,
+                dq: &mut s.head_q,
+                dk: &mut s.head_k,
+                dv: &mut s.head_v,
+            };
+            attention_backward(
+                &mut s.dq,
+                &mut s.dk,
+                &mut s.dv,
+                scratch,
+                &s.dattn,
+                at(&a.q, l, n * qd),
+                at(&a.k, l, n * kvd),
+                at(&a.v, l, n * kvd),
+                at(&a.att, l, a.b * nq * a.t * a.t),
+                dims,
+            );
+            rope_backward(&mut s.dq, &a.cos, &a.sin, nq, d);
+            rope_backward(&mut s.dk, &a.cos, &a.sin, nkv, d);
+            rmsnorm_backward(
+                &mut s.dq_raw,
+                g[gi(P::QNorm)],
+                &s.dq,
+                at(&a.q_raw, l, n * qd),
+                p(P::QNorm),
+                at(&a.q_rstd, l, n * nq),
+                d,
+            );
+            rmsnorm_backward(
+                &mut s.dk_raw,
+                g[gi(P::KNorm)],
+                &s.dk,
+                at(&a.k_raw, l, n * kvd),
+                p(P::KNorm),
+                at(&a.k_rstd, l, n * nkv),
+                d,
+            );
+            let ln1 = at(&a.ln1, l, n * h);
+            linear_backward(
+                &mut s.dln,
+                g[gi(P::QProj)],
+                &s.dq_raw,
+                ln1,
+                p(P::QProj),
+                n,
+                h,
+                qd,
+                false,
+            );
+            linear_backward(
+                &mut s.dln,
+                g[gi(P::KProj)],
+                &s.dk_raw,
+                ln1,
+                p(P::KProj),
+                n,
+                h,
+                kvd,
+                true,
+            );
+            linear_backward(
+                &mut s.dln,
+                g[gi(P::VProj)],
+                &s.dv,
+                ln1,
+                p(P::VProj),
+                n,
+                h,
+                kvd,
+                true,
+            );
+            let x = at(&a.resid, l, n * h);
+            rmsnorm_backward(
+                &mut s.dx,
+                g[gi(P::InputLayernorm)],
+                &s.dln,
+                x,
+                p(P::InputLayernorm),
+                at(&a.ln1_rstd, l, n),
+                h,
+            );
+            add_into(&mut s.dresid, &s.dx);
+        }
+        let embed = lay.embed();
+        embedding_backward(g[embed], &s.dresid, batch.ids, h);
+        let _ = &mut g;
+    }
+}
