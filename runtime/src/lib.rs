@@ -5,6 +5,8 @@
 //! checkpoints and an exit code (see `ARCHITECTURE.md`).
 //!
 //! Module map:
+//! - [`config`]: the training YAML (MindSpore Transformers' shape), strict, with dotted
+//!   overrides, validated once into a `TrainPlan`.
 //! - [`data`]: Megatron `.bin/.idx` datasets, preprocessing, GPT sample building and blending.
 //! - [`metrics`]: TensorBoard event files and JSONL metrics.
 //! - [`model`]: the Qwen3 model: config, HF-named parameters, forward/backward ops.
@@ -12,6 +14,7 @@
 //! - [`tensor`]: GEMM entry point and deterministic initialisation.
 //! - [`exit`]: process exit codes, the contract with launchers and the operator.
 
+pub mod config;
 pub mod data;
 pub mod exit;
 pub mod metrics;

@@ -43,6 +43,12 @@ pub struct Qwen3Config {
     /// Biases on q/k/v/o: not supported (no Qwen3 release uses them).
     #[serde(default)]
     pub attention_bias: bool,
+    /// Beginning-of-sequence id (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<i64>,
+    /// End-of-sequence id (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<i64>,
 }
 
 fn default_max_positions() -> usize {
@@ -213,6 +219,8 @@ mod tests {
             initializer_range: 0.02,
             hidden_act: "silu".into(),
             attention_bias: false,
+            bos_token_id: None,
+            eos_token_id: None,
         };
         // qwen3-model.md §4: 4.99 GFLOP/token at T = 2048, 6.39 at 4096 (norms excluded here).
         assert!((c.flops_per_token(2048) / 1e9 - 4.99).abs() < 0.01);

@@ -320,6 +320,8 @@ mod tests {
             initializer_range: 0.02,
             hidden_act: "silu".into(),
             attention_bias: false,
+            bos_token_id: None,
+            eos_token_id: None,
         }
     }
 

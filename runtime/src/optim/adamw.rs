@@ -42,7 +42,7 @@ const CHUNK: usize = 1 << 14;
 
 /// One update of `params` from `grads`. `decay` gives, per parameter range `(offset, len)`,
 /// whether weight decay applies. Matches torch's AdamW (non-fused, non-amsgrad):
-/// `p *= 1 − lr·wd; m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²;
+/// `p *= 1 − lr·wd; m += (g − m)(1−β1); v = β2 v + (1−β2) g²;
 /// p −= lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + ε)`.
 pub fn adamw_step(
     params: &mut [f32],
@@ -68,10 +68,12 @@ pub fn adamw_step(
             .for_each(|(((p, g), m), v)| {
                 for k in 0..p.len() {
                     p[k] *= 1.0 - lr * wd;
-                    m[k] = cfg.beta1 * m[k] + (1.0 - cfg.beta1) * g[k];
-                    v[k] = cfg.beta2 * v[k] + (1.0 - cfg.beta2) * g[k] * g[k];
+                    // Written as torch evaluates it (lerp_, addcmul_, addcdiv_), so the
+                    // rounding matches too.
+                    m[k] += (g[k] - m[k]) * (1.0 - cfg.beta1);
+                    v[k] = v[k] * cfg.beta2 + (1.0 - cfg.beta2) * (g[k] * g[k]);
                     let denom = v[k].sqrt() / bc2_sqrt + cfg.eps;
-                    p[k] -= step_size * m[k] / denom;
+                    p[k] += -step_size * (m[k] / denom);
                 }
             });
     }

@@ -1,0 +1,298 @@
+//! The training config: MindSpore Transformers' YAML layout (config-conventions §1), read
+//! strictly, with `base_config` parents and dotted command-line overrides, then validated once
+//! into a [`TrainPlan`].
+//!
+//! Module map:
+//! - [`schema`]: [`Config`], the file as written (every section strict, MindFormers' names).
+//! - [`dataset`]: `train_dataset` (Megatron data description).
+//! - [`model`]: `model.model_config` and [`Qwen3Config`], the HF `config.json` it resolves to.
+//! - [`mindspore`]: MindSpore-only sections that are accepted, kept and ignored.
+//! - [`plan`]: [`TrainPlan`], the validated config with derived values.
+//! - `validate`, `validate_model`, `validate_training`: [`Config::validate`], every cross-key
+//!   check, once.
+//! - `overrides`: `--a.b.c value` pairs ([`parse_overrides`]).
+//! - `yaml`, `de`, `source`: the position-tracking YAML tree, its strict deserializer, and
+//!   `base_config` merging.
+//!
+//! Pipeline: file (+ parents) → YAML tree → overrides applied → strict deserialization →
+//! [`Config`] → [`Config::validate`] → [`TrainPlan`]. Errors name the file, line and column (or
+//! the override) and the dotted key, and suggest the closest valid key for typos.
+//!
+//! Ignored MindSpore-specific keys (accepted, kept in the resolved config, not acted on):
+//! `context`, `parallel`, `recompute_config`, `train_dataset_task`, `monitor_config`, the
+//! `profile*` keys, `src_strategy_path_or_dir`, `auto_trans_ckpt`, `only_save_strategy`,
+//! `use_legacy`, `runner_config.sink_mode/sink_size`, `runner_wrapper.scale_sense`,
+//! `parallel_config.vocab_emb_dp/gradient_aggregation_group`, `train_dataset`'s
+//! `construct_args_key/python_multiprocessing/numa_enable/seed`, and the model's
+//! `use_cache/use_flash_attention/input_sliced_sig/qkv_concat/use_contiguous_weight_layout_attention`.
+
+pub mod dataset;
+mod de;
+pub mod mindspore;
+pub mod model;
+mod overrides;
+pub mod plan;
+pub mod schema;
+mod source;
+mod validate;
+mod validate_model;
+mod validate_training;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+
+pub use model::{DType, Qwen3Config};
+pub use overrides::{parse_overrides, Override};
+pub use plan::TrainPlan;
+pub use schema::Config;
+
+/// Errors of loading and validating a config. Messages name the file and position (or the
+/// override) and the dotted key, and say how to fix the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file (or a `base_config` parent) cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML (or holds several documents, duplicate keys...).
+    #[error("{at}: {message}")]
+    Syntax {
+        /// `file:line:col`.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `base_config` problem (a cycle).
+    #[error("{file}: {message}")]
+    BaseConfig {
+        /// The file whose `base_config` is wrong.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Malformed command-line overrides (a dangling `--key`, a non-section in the key path).
+    #[error("{0}")]
+    Override(String),
+    /// A key or value that does not fit the schema: unknown key (with suggestion), wrong type,
+    /// missing required key.
+    #[error("{at}: {message}")]
+    Schema {
+        /// `file:line:col`, or `override --a.b`.
+        at: String,
+        /// The dotted key and what is wrong.
+        message: String,
+    },
+    /// Values that are well-typed but inconsistent or unsupported (found by
+    /// [`Config::validate`]).
+    #[error("{keys}: {message}")]
+    Invalid {
+        /// The dotted key(s) involved.
+        keys: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Result with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Loads `path` (and its `base_config` parents), applies the dotted overrides given as raw argv
+/// tokens (`--a.b v` / `--a.b=v`, the tokens after `--config <file>`), and deserializes strictly.
+/// The result is not validated yet; call [`Config::validate`].
+pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+    let mut tree = source::load_tree(path)?;
+    for o in parse_overrides(overrides)? {
+        overrides::apply(&mut tree, &o)?;
+    }
+    de::from_node(&tree)
+}
+
+impl Config {
+    /// Parses a config from YAML text (no `base_config`, no overrides); `name` labels errors.
+    pub fn from_yaml_str(text: &str, name: &str) -> Result<Config> {
+        let tree = yaml::parse(text, name)?;
+        de::from_node(&tree)
+    }
+
+    /// The resolved config as YAML (logged once at start and stored with every checkpoint);
+    /// [`Config::from_yaml_str`] reads it back to an equal config.
+    pub fn to_yaml(&self) -> String {
+        // Serde → JSON text keeps the field order; JSON is YAML, so the YAML reader turns it
+        // into a tree that the block emitter writes out.
+        let json = serde_json::to_string(self).expect("a Config always serializes to JSON");
+        let tree = yaml::parse(&json, "<json>").expect("JSON text is valid YAML");
+        yaml::emit(&tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Directory of the example configs, relative to this crate.
+    fn configs_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qwen3")
+    }
+
+    fn example(name: &str) -> PathBuf {
+        configs_dir().join(name)
+    }
+
+    fn strings(tokens: &[&str]) -> Vec<String> {
+        tokens.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn every_example_config_loads_validates_and_round_trips() {
+        let mut names: Vec<_> = std::fs::read_dir(configs_dir())
+            .expect("configs/qwen3 exists")
+            .map(|e| e.expect("readable dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        names.sort();
+        assert!(names.len() >= 3, "{names:?}");
+        for path in names {
+            let config = load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let again = Config::from_yaml_str(&config.to_yaml(), "resolved")
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), config.to_yaml()));
+            assert_eq!(config, again, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn qwen3_32b_matches_mindformers_numbers() {
+        let plan = load(&example("pretrain_qwen3_32b_4k.yaml"), &[])
+            .and_then(|c| c.validate())
+            .expect("valid");
+        assert_eq!(plan.world_size, 16);
+        assert_eq!(plan.global_batch_size, 4);
+        assert_eq!(plan.steps_per_epoch, 2000);
+        assert_eq!(plan.train_steps, 4000);
+        assert_eq!(plan.layers_per_stage, [15, 15, 17, 17]);
+        assert_eq!(plan.model.head_dim, 128);
+        assert!(!plan.model.tie_word_embeddings);
+    }
+
+    #[test]
+    fn qwen3_0_6b_is_tied() {
+        let plan = load(&example("pretrain_qwen3_0_6b_4k.yaml"), &[])
+            .and_then(|c| c.validate())
+            .expect("valid");
+        assert!(plan.model.tie_word_embeddings);
+        assert_eq!(plan.model.num_hidden_layers, 28);
+    }
+
+    #[test]
+    fn overrides_are_applied_after_the_file() {
+        let args = strings(&[
+            "--optimizer.weight_decay",
+            "0.1",
+            "--lr_schedule.learning_rate=3e-4",
+            "--train_dataset.data_loader.config.data_path=['0.5', a=b, '0.5', c]",
+            "--optimizer.betas",
+            "[0.8, 0.9]",
+            "--callbacks.1.save_checkpoint_steps",
+            "7",
+        ]);
+        let config = load(&example("qwen3_tiny.yaml"), &args).expect("valid overrides");
+        assert_eq!(config.optimizer.weight_decay, 0.1);
+        assert_eq!(config.lr_schedule.learning_rate, 3e-4);
+        assert_eq!(config.optimizer.betas, [0.8, 0.9]);
+        assert_eq!(
+            config.train_dataset.data_loader.config.data_path,
+            ["0.5", "a=b", "0.5", "c"]
+        );
+        assert_eq!(config.callbacks[1].save_checkpoint_steps, Some(7));
+    }
+
+    #[test]
+    fn override_of_an_unknown_key_suggests_the_right_one() {
+        let e = load(
+            &example("qwen3_tiny.yaml"),
+            &strings(&["--optimizer.weight_decy", "0.1"]),
+        )
+        .expect_err("typo");
+        assert_eq!(
+            e.to_string(),
+            "override --optimizer.weight_decy: unknown key optimizer.weight_decy; did you mean \
+             optimizer.weight_decay?"
+        );
+    }
+
+    #[test]
+    fn override_with_the_wrong_type_is_an_error() {
+        let e = load(
+            &example("qwen3_tiny.yaml"),
+            &strings(&["--runner_config.batch_size=8.0"]),
+        )
+        .expect_err("float for int");
+        assert_eq!(
+            e.to_string(),
+            "override --runner_config.batch_size: runner_config.batch_size: expected a \
+             non-negative integer (u64), found float `8.0`"
+        );
+        let e = load(&example("qwen3_tiny.yaml"), &strings(&["--seed"])).expect_err("dangling");
+        assert!(e.to_string().contains("--seed has no value"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_file_names_file_position_and_suggestion() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.yaml");
+        let text = std::fs::read_to_string(example("qwen3_tiny.yaml")).expect("readable")
+            + "optimzer:\n  type: AdamW\n";
+        std::fs::write(&path, &text).expect("write");
+        let e = load(&path, &[]).expect_err("typo");
+        let line = text.lines().count() - 1;
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:{line}:1: unknown key optimzer; did you mean optimizer?",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn base_config_children_override_parents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("child.yaml");
+        let parent = example("qwen3_tiny.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "base_config: {}\nrunner_config:\n  batch_size: 4\nseed: 7\n",
+                parent.display()
+            ),
+        )
+        .expect("write");
+        let child = load(&path, &[]).expect("valid");
+        let base = load(&parent, &[]).expect("valid");
+        assert_eq!(child.seed, 7);
+        assert_eq!(child.runner_config.batch_size, 4);
+        assert_eq!(child.runner_config.epochs, base.runner_config.epochs);
+        assert_eq!(child.model, base.model);
+    }
+
+    #[test]
+    fn floats_stay_floats_through_a_round_trip() {
+        let config = load(
+            &example("qwen3_tiny.yaml"),
+            &strings(&["--runner_wrapper.max_grad_norm=1.0"]),
+        )
+        .expect("valid");
+        let yaml = config.to_yaml();
+        assert!(yaml.contains("max_grad_norm: 1.0\n"), "{yaml}");
+        assert_eq!(
+            Config::from_yaml_str(&yaml, "again").expect("valid"),
+            config
+        );
+    }
+}
