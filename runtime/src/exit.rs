@@ -11,10 +11,13 @@ pub const RETRYABLE: i32 = 1;
 pub const CONFIG_INVALID: i32 = 2;
 /// Invalid input data or checkpoint: retrying the same job cannot help.
 pub const DATA_INVALID: i32 = 3;
+/// The loss or gradient norm became NaN/Inf: the weights were not updated and the last
+/// checkpoint is intact, but the same job would diverge again.
+pub const DIVERGED: i32 = 4;
 
 /// Whether a supervisor should restart a worker that exited with `code`.
 pub fn is_retryable(code: i32) -> bool {
-    !matches!(code, OK | CONFIG_INVALID | DATA_INVALID)
+    !matches!(code, OK | CONFIG_INVALID | DATA_INVALID | DIVERGED)
 }
 
 /// The exit code for a data-pipeline error.
@@ -28,6 +31,22 @@ pub fn for_data_error(e: &data::Error) -> i32 {
     }
 }
 
+/// The exit code for a training error.
+pub fn for_train_error(e: &crate::train::Error) -> i32 {
+    use crate::train::Error as E;
+    match e {
+        E::Data(d) => for_data_error(d),
+        E::Model(crate::model::Error::Config(_)) => CONFIG_INVALID,
+        E::Model(crate::model::Error::Io { .. }) => RETRYABLE,
+        E::Model(_) => DATA_INVALID,
+        E::Checkpoint(crate::checkpoint::Error::Io { .. }) => RETRYABLE,
+        E::Checkpoint(_) => DATA_INVALID,
+        E::Metrics(_) => RETRYABLE,
+        E::Unsupported(_) => CONFIG_INVALID,
+        E::Diverged { .. } => DIVERGED,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +56,7 @@ mod tests {
         assert!(!is_retryable(OK));
         assert!(!is_retryable(CONFIG_INVALID));
         assert!(!is_retryable(DATA_INVALID));
+        assert!(!is_retryable(DIVERGED));
         assert!(is_retryable(RETRYABLE));
         assert!(is_retryable(137));
     }

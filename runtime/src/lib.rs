@@ -5,15 +5,19 @@
 //! checkpoints and an exit code (see `ARCHITECTURE.md`).
 //!
 //! Module map:
+//! - [`checkpoint`]: HF-loadable safetensors checkpoints with optimizer and trainer state,
+//!   committed atomically.
 //! - [`config`]: the training YAML (MindSpore Transformers' shape), strict, with dotted
 //!   overrides, validated once into a `TrainPlan`.
 //! - [`data`]: Megatron `.bin/.idx` datasets, preprocessing, GPT sample building and blending.
 //! - [`metrics`]: TensorBoard event files and JSONL metrics.
 //! - [`model`]: the Qwen3 model: config, HF-named parameters, forward/backward ops.
 //! - [`optim`]: AdamW and gradient clipping.
+//! - [`train`]: the training loop.
 //! - [`tensor`]: GEMM entry point and deterministic initialisation.
 //! - [`exit`]: process exit codes, the contract with launchers and the operator.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod exit;
@@ -21,3 +25,4 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod tensor;
+pub mod train;

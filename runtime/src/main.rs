@@ -29,6 +29,19 @@ enum Command {
     Convert(ConvertArgs),
     /// Show counts, length statistics and decoded samples of a .bin/.idx dataset
     InspectData(InspectArgs),
+    /// Train a Qwen3 model from a YAML config (MindSpore Transformers' shape) with dotted
+    /// overrides, e.g. `--runner_config.batch_size 4` or `--lr_schedule.learning_rate=1e-4`
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The training config (YAML)
+    #[arg(long)]
+    config: PathBuf,
+    /// Dotted overrides: `--section.key value` or `--section.key=value`, applied after the file
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    overrides: Vec<String>,
 }
 
 #[derive(Args)]
@@ -145,17 +158,64 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Preprocess(a) => run_preprocess(a),
-        Command::Convert(a) => run_convert(a),
-        Command::InspectData(a) => run_inspect(a),
+        Command::Preprocess(a) => {
+            run_preprocess(a).map_err(|e| (exit::for_data_error(&e), e.to_string()))
+        }
+        Command::Convert(a) => {
+            run_convert(a).map_err(|e| (exit::for_data_error(&e), e.to_string()))
+        }
+        Command::InspectData(a) => {
+            run_inspect(a).map_err(|e| (exit::for_data_error(&e), e.to_string()))
+        }
+        Command::Train(a) => run_train(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(exit::for_data_error(&e) as u8)
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code as u8)
         }
     }
+}
+
+fn run_train(a: TrainArgs) -> Result<(), (i32, String)> {
+    // Every log line of the runtime carries the rank (a single process is rank 0).
+    let _rank = tracing::info_span!("rank", rank = 0).entered();
+    let config_err =
+        |e: pretrain::config::Error| (exit::CONFIG_INVALID, format!("{}: {e}", a.config.display()));
+    let config = pretrain::config::load(&a.config, &a.overrides).map_err(config_err)?;
+    let plan = config.validate().map_err(config_err)?;
+    let resolved = config.to_yaml();
+    tracing::info!("resolved config:\n{resolved}");
+    let summary = pretrain::train::run(&plan, &resolved)
+        .map_err(|e| (exit::for_train_error(&e), e.to_string()))?;
+    let first = summary.losses.first().copied().unwrap_or(f32::NAN);
+    let last = summary.losses.last().copied().unwrap_or(f32::NAN);
+    println!(
+        "trained steps {}..{} of {}: loss {first:.4} -> {last:.4}, {:.0} tokens/s",
+        summary.start_step + 1,
+        summary.steps,
+        plan.train_steps,
+        summary.tokens_per_sec
+    );
+    if let Some(dir) = &summary.last_checkpoint {
+        println!(
+            "checkpoint: {} (Hugging Face format: config.json + model.safetensors)",
+            dir.display()
+        );
+        println!(
+            "resume:     pretrain train --config {} --resume_training True --load_checkpoint auto",
+            a.config.display()
+        );
+    }
+    println!(
+        "metrics:    {}",
+        plan.output_dir.join("metrics.jsonl").display()
+    );
+    if let Some(tb) = &plan.tensorboard {
+        println!("tensorboard: tensorboard --logdir {}", tb.dir.display());
+    }
+    Ok(())
 }
 
 fn parse_dtype(name: Option<&str>) -> Result<Option<DType>, data::Error> {

@@ -18,6 +18,8 @@ pub struct TrainPlan {
     pub load_checkpoint: LoadCheckpoint,
     /// Restore optimizer state, step and data position, not only weights.
     pub resume_training: bool,
+    /// Tokenizer files to copy into checkpoints.
+    pub tokenizer_dir: Option<PathBuf>,
     /// dp × tp × pp.
     pub world_size: usize,
     /// Data-parallel replicas.

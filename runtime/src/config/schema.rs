@@ -40,6 +40,10 @@ pub struct Config {
     /// Restore step, optimizer state and data position too, not only weights.
     #[serde(default)]
     pub resume_training: bool,
+    /// Our addition: a directory holding `tokenizer.json` (and `tokenizer_config.json`), copied
+    /// into every checkpoint so it loads with transformers' `from_pretrained`; `''` = none.
+    #[serde(default)]
+    pub tokenizer_dir: String,
     /// Multi-process run (launched by `pretrain launch` or the operator).
     #[serde(default)]
     pub use_parallel: bool,

@@ -139,6 +139,8 @@ impl Config {
             output_dir: PathBuf::from(&self.output_dir),
             load_checkpoint,
             resume_training: self.resume_training,
+            tokenizer_dir: (!self.tokenizer_dir.is_empty())
+                .then(|| PathBuf::from(&self.tokenizer_dir)),
             world_size: to_usize(world),
             dp_size: to_usize(dp),
             tp_size: to_usize(tp),

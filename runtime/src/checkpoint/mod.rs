@@ -1,0 +1,443 @@
+//! Checkpoints: `<root>/iteration_<step:08>/` holding
+//! - `model.safetensors` (f32, HF parameter names), `config.json`, and the tokenizer files, so
+//!   the directory loads with transformers' `from_pretrained`;
+//! - `optimizer.safetensors` (`exp_avg.<name>`, `exp_avg_sq.<name>`), `trainer_state.json`
+//!   (step, consumed samples, optimizer step), `config.yaml` (the resolved training config);
+//! - `metadata.json`: size and sha256 of every other file.
+//!
+//! A checkpoint is written under a temporary name, synced, renamed into place, and only then
+//! named in `<root>/latest_checkpointed_iteration.txt` (MindSpore Transformers' commit marker),
+//! so a crash never leaves something that looks complete.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::params::Layout;
+use crate::model::Qwen3Config;
+use crate::optim::adamw::AdamWState;
+
+/// The commit marker, as MindSpore Transformers names it.
+pub const MARKER: &str = "latest_checkpointed_iteration.txt";
+
+/// Errors of saving and loading checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// I/O on a checkpoint file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A checkpoint that is incomplete, corrupt, or does not fit the model.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The checkpoint file or directory.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Where training stands, saved with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Samples consumed (over all data-parallel ranks).
+    pub consumed_samples: u64,
+    /// Loss of the last step.
+    pub last_loss: f32,
+}
+
+/// Everything a checkpoint restores.
+pub struct Loaded {
+    /// The directory it came from.
+    pub dir: PathBuf,
+    /// Parameters in layout order.
+    pub params: Vec<f32>,
+    /// Optimizer moments (absent in a weights-only HF directory).
+    pub optimizer: Option<AdamWState>,
+    /// Trainer state (absent in a weights-only HF directory).
+    pub state: Option<TrainerState>,
+}
+
+/// The directory of iteration `step` under `root`.
+pub fn iteration_dir(root: &Path, step: u64) -> PathBuf {
+    root.join(format!("iteration_{step:08}"))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(io(path))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn optimizer_bytes(layout: &Layout, st: &AdamWState, path: &Path) -> Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for s in &layout.specs {
+        for (prefix, buf) in [("exp_avg", &st.m), ("exp_avg_sq", &st.v)] {
+            let bytes = f32_bytes(&buf[s.offset..s.offset + s.len]);
+            tensors.push((format!("{prefix}.{}", s.name), s.shape.clone(), bytes));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(n, shape, b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| invalid(path, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta = BTreeMap::from([("step".to_string(), st.step.to_string())]);
+    safetensors::serialize(views, Some(meta.into_iter().collect()))
+        .map_err(|e| invalid(path, e.to_string()))
+}
+
+/// What [`save`] writes besides the weights.
+pub struct SaveRequest<'a> {
+    /// Checkpoint root (`<output_dir>/checkpoint`).
+    pub root: &'a Path,
+    /// The model config (written as `config.json`).
+    pub config: &'a Qwen3Config,
+    /// Parameter layout.
+    pub layout: &'a Layout,
+    /// Parameters.
+    pub params: &'a [f32],
+    /// Optimizer state.
+    pub optimizer: &'a AdamWState,
+    /// Trainer state.
+    pub state: &'a TrainerState,
+    /// The resolved training config (YAML).
+    pub resolved_config: &'a str,
+    /// Tokenizer files to copy, if known.
+    pub tokenizer_dir: Option<&'a Path>,
+    /// Checkpoints to keep (at least 1).
+    pub keep_max: usize,
+}
+
+/// Writes, commits and prunes one checkpoint; returns its directory.
+pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
+    let root = req.root;
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let step = req.state.step;
+    let final_dir = iteration_dir(root, step);
+    let tmp = root.join(format!(".iteration_{step:08}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let model_path = tmp.join("model.safetensors");
+    req.layout
+        .save_safetensors(req.params, &model_path, None)
+        .map_err(|e| invalid(&model_path, e.to_string()))?;
+    File::open(&model_path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&model_path))?;
+    let json = serde_json::to_vec_pretty(&req.config.to_hf_json()).unwrap_or_default();
+    write_synced(&tmp.join("config.json"), &json)?;
+    let opt_path = tmp.join("optimizer.safetensors");
+    write_synced(
+        &opt_path,
+        &optimizer_bytes(req.layout, req.optimizer, &opt_path)?,
+    )?;
+    let state = serde_json::to_vec_pretty(req.state).unwrap_or_default();
+    write_synced(&tmp.join("trainer_state.json"), &state)?;
+    write_synced(&tmp.join("config.yaml"), req.resolved_config.as_bytes())?;
+    if let Some(dir) = req.tokenizer_dir {
+        for name in ["tokenizer.json", "tokenizer_config.json"] {
+            let src = dir.join(name);
+            if src.is_file() {
+                let bytes = std::fs::read(&src).map_err(io(&src))?;
+                write_synced(&tmp.join(name), &bytes)?;
+            }
+        }
+    }
+    write_metadata(&tmp)?;
+    sync_dir(&tmp)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    sync_dir(root)?;
+    let marker_tmp = root.join(format!(".{MARKER}.tmp-{}", std::process::id()));
+    write_synced(&marker_tmp, step.to_string().as_bytes())?;
+    std::fs::rename(&marker_tmp, root.join(MARKER)).map_err(io(root))?;
+    sync_dir(root)?;
+    prune(root, req.keep_max.max(1), step)?;
+    Ok(final_dir)
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// `metadata.json`: `{"files": {name: {"bytes": n, "sha256": h}}}` for every file in `dir`.
+fn write_metadata(dir: &Path) -> Result<()> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
+        files.insert(
+            name,
+            serde_json::json!({"bytes": bytes, "sha256": sha256_file(&path)?}),
+        );
+    }
+    let meta = serde_json::json!({"format": "pretrain-checkpoint-v1", "files": files});
+    write_synced(
+        &dir.join("metadata.json"),
+        &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+    )
+}
+
+/// Checks every file listed in `metadata.json` (size and sha256).
+pub fn verify(dir: &Path) -> Result<()> {
+    let meta_path = dir.join("metadata.json");
+    let text = std::fs::read_to_string(&meta_path)
+        .map_err(|_| invalid(dir, "no metadata.json: the checkpoint is incomplete"))?;
+    let meta: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| invalid(&meta_path, format!("invalid JSON: {e}")))?;
+    let files = meta["files"]
+        .as_object()
+        .ok_or_else(|| invalid(&meta_path, "no file list"))?;
+    for (name, want) in files {
+        let path = dir.join(name);
+        let len = std::fs::metadata(&path)
+            .map_err(|_| invalid(&path, "listed in metadata.json but missing"))?
+            .len();
+        if Some(len) != want["bytes"].as_u64() {
+            return Err(invalid(
+                &path,
+                format!("{len} bytes, metadata.json says {}", want["bytes"]),
+            ));
+        }
+        if Some(sha256_file(&path)?.as_str()) != want["sha256"].as_str() {
+            return Err(invalid(
+                &path,
+                "sha256 differs from metadata.json: the file is corrupt",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Committed iterations under `root`, newest first.
+pub fn iterations(root: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let step = name.strip_prefix("iteration_")?.parse().ok()?;
+                    Some((step, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
+    v
+}
+
+/// The newest committed checkpoint: the one the marker names, verified. `None` when `root` holds
+/// no marker (a fresh start).
+pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
+    let marker = root.join(MARKER);
+    let Ok(text) = std::fs::read_to_string(&marker) else {
+        return Ok(None);
+    };
+    let step: u64 = text.trim().parse().map_err(|_| {
+        invalid(
+            &marker,
+            format!("`{}` is not an iteration number", text.trim()),
+        )
+    })?;
+    let dir = iteration_dir(root, step);
+    verify(&dir)?;
+    Ok(Some(dir))
+}
+
+fn prune(root: &Path, keep: usize, newest: u64) -> Result<()> {
+    for (step, dir) in iterations(root).into_iter().skip(keep) {
+        if step != newest {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint directory (ours, or any HF model directory with `config.json` and
+/// `model.safetensors`) for `config`, refusing a different architecture with the differences.
+pub fn load(dir: &Path, config: &Qwen3Config, layout: &Layout) -> Result<Loaded> {
+    if dir.join("metadata.json").is_file() {
+        verify(dir)?;
+    }
+    let cfg_path = dir.join("config.json");
+    if let Ok(text) = std::fs::read_to_string(&cfg_path) {
+        let saved =
+            Qwen3Config::from_hf_json(&text).map_err(|e| invalid(&cfg_path, e.to_string()))?;
+        let diffs = architecture_diff(&saved, config);
+        if !diffs.is_empty() {
+            return Err(invalid(
+                dir,
+                format!(
+                    "checkpoint was saved for another model: {}",
+                    diffs.join(", ")
+                ),
+            ));
+        }
+    }
+    let model_path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&model_path).map_err(io(&model_path))?;
+    let params = layout
+        .load_safetensors(&bytes, &model_path)
+        .map_err(|e| invalid(&model_path, e.to_string()))?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let optimizer = if opt_path.is_file() {
+        let bytes = std::fs::read(&opt_path).map_err(io(&opt_path))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(&opt_path, e.to_string()))?;
+        let mut state = AdamWState::new(layout.total);
+        for s in &layout.specs {
+            for (prefix, buf) in [("exp_avg", &mut state.m), ("exp_avg_sq", &mut state.v)] {
+                let name = format!("{prefix}.{}", s.name);
+                let t = st
+                    .tensor(&name)
+                    .map_err(|_| invalid(&opt_path, format!("missing {name}")))?;
+                if t.shape() != s.shape.as_slice() || t.dtype() != Dtype::F32 {
+                    return Err(invalid(&opt_path, format!("{name}: wrong shape or dtype")));
+                }
+                for (d, c) in buf[s.offset..s.offset + s.len]
+                    .iter_mut()
+                    .zip(t.data().chunks_exact(4))
+                {
+                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+        }
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| invalid(&opt_path, e.to_string()))?;
+        state.step = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("step"))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid(&opt_path, "no optimizer step in the metadata"))?;
+        Some(state)
+    } else {
+        None
+    };
+    let state_path = dir.join("trainer_state.json");
+    let state = match std::fs::read_to_string(&state_path) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| invalid(&state_path, format!("invalid JSON: {e}")))?,
+        ),
+        Err(_) => None,
+    };
+    Ok(Loaded {
+        dir: dir.to_path_buf(),
+        params,
+        optimizer,
+        state,
+    })
+}
+
+/// Architecture fields that differ between a saved and the configured model.
+pub fn architecture_diff(saved: &Qwen3Config, want: &Qwen3Config) -> Vec<String> {
+    let mut d = Vec::new();
+    let mut cmp = |name: &str, a: String, b: String| {
+        if a != b {
+            d.push(format!("{name} {a} in the checkpoint vs {b} in the config"));
+        }
+    };
+    cmp(
+        "vocab_size",
+        saved.vocab_size.to_string(),
+        want.vocab_size.to_string(),
+    );
+    cmp(
+        "hidden_size",
+        saved.hidden_size.to_string(),
+        want.hidden_size.to_string(),
+    );
+    cmp(
+        "intermediate_size",
+        saved.intermediate_size.to_string(),
+        want.intermediate_size.to_string(),
+    );
+    cmp(
+        "num_hidden_layers",
+        saved.num_hidden_layers.to_string(),
+        want.num_hidden_layers.to_string(),
+    );
+    cmp(
+        "num_attention_heads",
+        saved.num_attention_heads.to_string(),
+        want.num_attention_heads.to_string(),
+    );
+    cmp(
+        "num_key_value_heads",
+        saved.num_key_value_heads.to_string(),
+        want.num_key_value_heads.to_string(),
+    );
+    cmp(
+        "head_dim",
+        saved.head_dim.to_string(),
+        want.head_dim.to_string(),
+    );
+    cmp(
+        "tie_word_embeddings",
+        saved.tie_word_embeddings.to_string(),
+        want.tie_word_embeddings.to_string(),
+    );
+    cmp(
+        "rope_theta",
+        saved.rope_theta.to_string(),
+        want.rope_theta.to_string(),
+    );
+    cmp(
+        "rms_norm_eps",
+        saved.rms_norm_eps.to_string(),
+        want.rms_norm_eps.to_string(),
+    );
+    d
+}

@@ -1,0 +1,313 @@
+//! The training loop, readable top to bottom: build data and model (fresh, from an HF
+//! directory, or resumed), then per step: micro-batches forward/backward with accumulation,
+//! clip, AdamW, log, checkpoint.
+
+pub mod batch;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::checkpoint::{self, SaveRequest, TrainerState};
+use crate::config::plan::LoadCheckpoint;
+use crate::config::TrainPlan;
+use crate::data::sampling::build_datasets;
+use crate::metrics::{log_to_tensorboard, EventWriter, JsonlWriter, StepMetrics};
+use crate::model::qwen3::{Activations, Batch, Qwen3};
+use crate::optim::adamw::{adamw_step, clip_grad_norm, grad_norm, AdamWConfig, AdamWState};
+use batch::MicroBatch;
+
+/// Why training stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid data.
+    #[error(transparent)]
+    Data(#[from] crate::data::Error),
+    /// A model that cannot run or weights that do not fit.
+    #[error(transparent)]
+    Model(#[from] crate::model::Error),
+    /// A checkpoint that cannot be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
+    /// Metrics files.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::Error),
+    /// A plan the single-process trainer cannot run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The loss or gradient became NaN or infinite.
+    #[error("step {step}: {what} is {value}; stopping without updating the weights (the last checkpoint is kept); lower the learning rate or check the data")]
+    Diverged {
+        /// 1-based step.
+        step: u64,
+        /// `loss` or `grad norm`.
+        what: &'static str,
+        /// The value.
+        value: f32,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Steps completed (including resumed ones).
+    pub steps: u64,
+    /// Step the run started from.
+    pub start_step: u64,
+    /// Per-step losses of this run.
+    pub losses: Vec<f32>,
+    /// Newest checkpoint written or loaded.
+    pub last_checkpoint: Option<PathBuf>,
+    /// Mean tokens per second over this run's steps.
+    pub tokens_per_sec: f64,
+}
+
+/// Resident memory of this process in bytes (Linux), for the step log.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Peak f32 FLOP/s assumed for MFU on CPU: ~160 GFLOP/s per core (compute.md's measurement of
+/// AVX-512 GEMM on this machine class), times the threads in use. Override with
+/// `PRETRAIN_PEAK_FLOPS`.
+fn peak_flops() -> f64 {
+    std::env::var("PRETRAIN_PEAK_FLOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(160e9 * rayon::current_num_threads() as f64)
+}
+
+fn checkpoint_root(plan: &TrainPlan) -> PathBuf {
+    plan.checkpoint
+        .as_ref()
+        .map(|c| c.directory.clone())
+        .unwrap_or_else(|| plan.output_dir.join("checkpoint"))
+}
+
+/// Runs the plan; `resolved_config` (YAML) is stored in every checkpoint.
+pub fn run(plan: &TrainPlan, resolved_config: &str) -> Result<Summary, Error> {
+    if plan.world_size != 1 {
+        return Err(Error::Unsupported(format!(
+            "parallel_config asks for {} processes (data_parallel {} x model_parallel {} x \
+             pipeline_stage {}); this build trains in one process: set all three to 1",
+            plan.world_size, plan.dp_size, plan.tp_size, plan.pp_size
+        )));
+    }
+    let root = checkpoint_root(plan);
+    // 1. Data.
+    let [train, _, _] = build_datasets(&plan.data)?;
+    let train = train.ok_or_else(|| {
+        Error::Unsupported("the split string gives the train split no documents".into())
+    })?;
+    tracing::info!(samples = train.len(), "train dataset ready");
+    // 2. Model and optimizer: resumed, initialised from a checkpoint, or fresh.
+    let mut model = Qwen3::init(plan.model.clone(), plan.seed as u32)?;
+    let mut optimizer = AdamWState::new(model.layout.total);
+    let mut state = TrainerState {
+        step: 0,
+        consumed_samples: 0,
+        last_loss: f32::NAN,
+    };
+    let mut last_checkpoint: Option<PathBuf> = None;
+    let source = match &plan.load_checkpoint {
+        LoadCheckpoint::None => None,
+        LoadCheckpoint::Auto => checkpoint::latest(&root)?,
+        LoadCheckpoint::Path(p) if p.join(checkpoint::MARKER).is_file() => checkpoint::latest(p)?,
+        LoadCheckpoint::Path(p) => Some(p.clone()),
+    };
+    if let Some(dir) = source {
+        let loaded = checkpoint::load(&dir, &model.config, &model.layout)?;
+        model.params = loaded.params;
+        if plan.resume_training {
+            match (loaded.optimizer, loaded.state) {
+                (Some(o), Some(s)) => {
+                    optimizer = o;
+                    state = s;
+                }
+                _ => {
+                    return Err(Error::Unsupported(format!(
+                        "{}: resume_training needs optimizer.safetensors and trainer_state.json; \
+                         this directory only has weights (set resume_training: False to \
+                         fine-tune from it)",
+                        dir.display()
+                    )))
+                }
+            }
+            tracing::info!(step = state.step, dir = %dir.display(), "resumed");
+        } else {
+            tracing::info!(dir = %dir.display(), "initialised weights from checkpoint");
+        }
+        last_checkpoint = Some(dir);
+    } else if plan.load_checkpoint == LoadCheckpoint::Auto {
+        tracing::info!(root = %root.display(), "no committed checkpoint: starting fresh");
+    }
+    let decay: Vec<(usize, usize, bool)> = model
+        .layout
+        .specs
+        .iter()
+        .map(|s| (s.offset, s.len, plan.optimizer.decays(&s.name)))
+        .collect();
+    let adamw = AdamWConfig {
+        beta1: plan.optimizer.beta1 as f32,
+        beta2: plan.optimizer.beta2 as f32,
+        eps: plan.optimizer.eps as f32,
+        weight_decay: plan.optimizer.weight_decay as f32,
+    };
+    // 3. Outputs.
+    let (b, t) = (plan.micro_batch_size, plan.seq_length);
+    let mut acts = Activations::new(&model.config, b, t);
+    let mut grads = vec![0.0f32; model.layout.total];
+    let mut mb = MicroBatch::new(b, t);
+    std::fs::create_dir_all(&plan.output_dir)
+        .map_err(|e| crate::data::Error::io(&plan.output_dir, e))?;
+    let mut jsonl = JsonlWriter::open(plan.output_dir.join("metrics.jsonl"))?;
+    let mut tb = match &plan.tensorboard {
+        Some(t) => Some(EventWriter::new(t.dir.join("rank_0"))?),
+        None => None,
+    };
+    if let Some(tb) = tb.as_mut() {
+        tb.add_text("config", resolved_config, state.step as i64)?;
+    }
+    let flops_per_token = model.config.flops_per_token(t);
+    let start_step = state.step;
+    let mut losses = Vec::new();
+    let run_started = Instant::now();
+    let mut tokens_done = 0u64;
+    // 4. Steps.
+    while state.step < plan.train_steps {
+        let started = Instant::now();
+        let step = state.step + 1;
+        let lr = plan.lr_schedule.lr_at(state.step) as f32;
+        grads.fill(0.0);
+        let mut loss_sum = 0.0f32;
+        for m in 0..plan.micro_batches_per_step {
+            let first = state.consumed_samples + (m * b) as u64;
+            mb.fill(&train, first, t)?;
+            let batch = Batch {
+                ids: &mb.ids,
+                labels: &mb.labels,
+                loss_mask: &mb.loss_mask,
+                positions: &mb.positions,
+                b,
+                t,
+            };
+            let loss = model.forward(&mut acts, &batch)?;
+            if !loss.is_finite() {
+                return Err(Error::Diverged {
+                    step,
+                    what: "loss",
+                    value: loss,
+                });
+            }
+            loss_sum += loss;
+            model.backward(
+                &mut acts,
+                &batch,
+                &mut grads,
+                1.0 / plan.micro_batches_per_step as f32,
+            );
+        }
+        let loss = loss_sum / plan.micro_batches_per_step as f32;
+        let norm = match plan.max_grad_norm {
+            Some(max) => clip_grad_norm(&mut grads, max as f32),
+            None => grad_norm(&grads),
+        };
+        if !norm.is_finite() {
+            return Err(Error::Diverged {
+                step,
+                what: "grad norm",
+                value: norm,
+            });
+        }
+        adamw_step(
+            &mut model.params,
+            &grads,
+            &mut optimizer,
+            &decay,
+            &adamw,
+            lr,
+        );
+        state.step = step;
+        state.consumed_samples += plan.global_batch_size as u64;
+        state.last_loss = loss;
+        losses.push(loss);
+        // Metrics.
+        let secs = started.elapsed().as_secs_f64();
+        let tokens = (plan.global_batch_size * t) as u64;
+        tokens_done += tokens;
+        let tps = tokens as f64 / secs;
+        let eta = (plan.train_steps - step) as f64 * run_started.elapsed().as_secs_f64()
+            / (step - start_step) as f64;
+        let metrics = StepMetrics {
+            step,
+            epoch: Some(state.consumed_samples.saturating_sub(1) / train.len() as u64),
+            loss: Some(loss as f64),
+            lr: lr as f64,
+            grad_norm: Some(norm as f64),
+            step_time_ms: secs * 1e3,
+            samples_consumed: state.consumed_samples,
+            tokens_consumed: state.consumed_samples * t as u64,
+            samples_per_sec_per_device: Some(plan.global_batch_size as f64 / secs),
+            tokens_per_sec: Some(tps),
+            flops_per_sec_per_device: Some(tps * flops_per_token),
+            mfu: Some(tps * flops_per_token / peak_flops()),
+            memory_rss_bytes: rss_bytes(),
+            eta_secs: Some(eta),
+        };
+        jsonl.write(&metrics)?;
+        if let Some(tb) = tb.as_mut() {
+            log_to_tensorboard(tb, &metrics, plan.global_batch_size as u64)?;
+            tb.flush()?;
+        }
+        if step % plan.log_every_steps.max(1) == 0
+            || step == plan.train_steps
+            || step == start_step + 1
+        {
+            tracing::info!(
+                "step {step}/{} | loss {loss:.4} | lr {lr:.3e} | grad_norm {norm:.3} | {tps:.0} tokens/s | mfu {:.1}% | rss {} MiB | eta {eta:.0}s",
+                plan.train_steps,
+                100.0 * tps * flops_per_token / peak_flops(),
+                rss_bytes().unwrap_or(0) >> 20,
+            );
+        }
+        // Checkpoint.
+        if let Some(ck) = &plan.checkpoint {
+            if step % ck.every_steps.max(1) == 0 || step == plan.train_steps {
+                let dir = checkpoint::save(&SaveRequest {
+                    root: &root,
+                    config: &model.config,
+                    layout: &model.layout,
+                    params: &model.params,
+                    optimizer: &optimizer,
+                    state: &state,
+                    resolved_config,
+                    tokenizer_dir: plan.tokenizer_dir.as_deref(),
+                    keep_max: ck.keep_max,
+                })?;
+                tracing::info!(dir = %dir.display(), "checkpoint committed");
+                last_checkpoint = Some(dir);
+            }
+        }
+    }
+    if let Some(tb) = tb {
+        tb.close()?;
+    }
+    Ok(Summary {
+        steps: state.step,
+        start_step,
+        losses,
+        last_checkpoint,
+        tokens_per_sec: tokens_done as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
+    })
+}
+
+/// The checkpoint root the plan uses.
+pub fn checkpoint_dir(plan: &TrainPlan) -> PathBuf {
+    checkpoint_root(plan)
+}
+
+/// Whether `dir` holds a committed checkpoint.
+pub fn has_checkpoint(dir: &Path) -> bool {
+    dir.join(checkpoint::MARKER).is_file()
+}
