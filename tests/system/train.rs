@@ -152,9 +152,7 @@ fn a_checkpoint_of_another_model_is_refused_with_the_differences() {
             "--model.model_config.hidden_size=48",
         ],
     );
-    let err = pretrain::train::run(&p2, &yaml2)
-        .err()
-        .expect("must refuse");
+    let err = pretrain::train::run(&p2, &yaml2).expect_err("must refuse");
     let msg = err.to_string();
     assert!(
         msg.contains("hidden_size 32 in the checkpoint vs 48 in the config"),
