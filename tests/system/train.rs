@@ -140,9 +140,23 @@ fn loss_falls_and_resume_is_bit_exact() {
 fn a_checkpoint_of_another_model_is_refused_with_the_differences() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = byte_dataset(dir.path(), 5);
-    let (mut p, yaml) = plan(dir.path(), &data, &[]);
+    let (mut p, yaml) = plan(dir.path(), &data, &["--callbacks.1.checkpoint_format=ckpt"]);
     p.train_steps = 3;
-    pretrain::train::run(&p, &yaml).expect("train");
+    let done = pretrain::train::run(&p, &yaml).expect("train");
+    // checkpoint_format: ckpt also writes MindSpore's .ckpt with the same weights.
+    let ck = done.last_checkpoint.expect("checkpoint");
+    let ms = pretrain::checkpoint::mindspore_ckpt::read_ckpt(&ck.join("model.ckpt")).expect("ckpt");
+    let layout = pretrain::model::params::Layout::new(&p.model);
+    let st = std::fs::read(ck.join("model.safetensors")).expect("safetensors");
+    let params = layout.load_safetensors(&st, &ck).expect("load");
+    assert_eq!(ms.len(), layout.specs.len());
+    for ((name, shape, values), spec) in ms.iter().zip(&layout.specs) {
+        assert_eq!((name, shape), (&spec.name, &spec.shape));
+        assert_eq!(
+            values.as_slice(),
+            &params[spec.offset..spec.offset + spec.len]
+        );
+    }
     let (p2, yaml2) = plan(
         dir.path(),
         &data,

@@ -3,6 +3,7 @@
 //!   the directory loads with transformers' `from_pretrained`;
 //! - `optimizer.safetensors` (`exp_avg.<name>`, `exp_avg_sq.<name>`), `trainer_state.json`
 //!   (step, consumed samples, optimizer step), `config.yaml` (the resolved training config);
+//! - `model.ckpt` with `checkpoint_format: ckpt`: the weights in MindSpore's format;
 //! - `metadata.json`: size and sha256 of every other file.
 //!
 //! A checkpoint is written under a temporary name, synced, renamed into place, and only then
@@ -17,6 +18,8 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub mod mindspore_ckpt;
 
 use crate::model::params::Layout;
 use crate::model::Qwen3Config;
@@ -147,6 +150,8 @@ pub struct SaveRequest<'a> {
     pub tokenizer_dir: Option<&'a Path>,
     /// Checkpoints to keep (at least 1).
     pub keep_max: usize,
+    /// Also write `model.ckpt` (MindSpore's format, HF parameter names).
+    pub mindspore_ckpt: bool,
 }
 
 /// Writes, commits and prunes one checkpoint; returns its directory.
@@ -185,6 +190,22 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
                 write_synced(&tmp.join(name), &bytes)?;
             }
         }
+    }
+    if req.mindspore_ckpt {
+        let tensors: Vec<(String, Vec<usize>, &[f32])> = req
+            .layout
+            .specs
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.shape.clone(),
+                    &req.params[s.offset..s.offset + s.len],
+                )
+            })
+            .collect();
+        let path = tmp.join("model.ckpt");
+        mindspore_ckpt::write_ckpt(&path, &tensors).map_err(io(&path))?;
     }
     write_metadata(&tmp)?;
     sync_dir(&tmp)?;

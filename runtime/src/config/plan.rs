@@ -189,6 +189,8 @@ pub struct CheckpointPlan {
     pub keep_max: usize,
     /// Save on a background thread.
     pub async_save: bool,
+    /// `checkpoint_format: ckpt`: also write the weights as a MindSpore `.ckpt` file.
+    pub mindspore_ckpt: bool,
     /// Where checkpoints go.
     pub directory: PathBuf,
 }

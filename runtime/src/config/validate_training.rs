@@ -148,11 +148,6 @@ impl Config {
                     ensure(keep >= 1, &format!("{key}.keep_checkpoint_max"), || {
                         "must be at least 1".into()
                     })?;
-                    ensure(
-                        c.checkpoint_format != Some(CheckpointFormat::Ckpt),
-                        &format!("{key}.checkpoint_format"),
-                        || "only safetensors checkpoints are written; set safetensors".into(),
-                    )?;
                     let directory = match &c.directory {
                         Some(d) if !d.is_empty() => PathBuf::from(d),
                         _ => PathBuf::from(&self.output_dir).join("checkpoint"),
@@ -162,6 +157,7 @@ impl Config {
                         every_steps: every,
                         keep_max: to_usize(keep),
                         async_save: c.async_save.unwrap_or(false),
+                        mindspore_ckpt: c.checkpoint_format == Some(CheckpointFormat::Ckpt),
                         directory,
                     });
                 }
@@ -263,11 +259,6 @@ mod tests {
             &["--callbacks.1.save_checkpoint_steps=0"],
             "save_checkpoint_steps",
             "at least 1",
-        );
-        rejects(
-            &["--callbacks.1.checkpoint_format=ckpt"],
-            "checkpoint_format",
-            "safetensors",
         );
         rejects(
             &[

@@ -284,6 +284,7 @@ pub fn run(plan: &TrainPlan, resolved_config: &str) -> Result<Summary, Error> {
                     resolved_config,
                     tokenizer_dir: plan.tokenizer_dir.as_deref(),
                     keep_max: ck.keep_max,
+                    mindspore_ckpt: ck.mindspore_ckpt,
                 })?;
                 tracing::info!(dir = %dir.display(), "checkpoint committed");
                 last_checkpoint = Some(dir);
