@@ -14,6 +14,9 @@ pub const DATA_INVALID: i32 = 3;
 /// The loss or gradient norm became NaN/Inf: the weights were not updated and the last
 /// checkpoint is intact, but the same job would diverge again.
 pub const DIVERGED: i32 = 4;
+/// Stopped by SIGTERM/SIGINT after saving a final-state checkpoint at the last completed step:
+/// nothing was lost, restart with `resume_training` to continue.
+pub const STOPPED: i32 = 10;
 
 /// Whether a supervisor should restart a worker that exited with `code`.
 pub fn is_retryable(code: i32) -> bool {
@@ -44,6 +47,7 @@ pub fn for_train_error(e: &crate::train::Error) -> i32 {
         E::Metrics(_) => RETRYABLE,
         E::Unsupported(_) => CONFIG_INVALID,
         E::Diverged { .. } => DIVERGED,
+        E::Stopped { .. } => STOPPED,
     }
 }
 
@@ -58,6 +62,7 @@ mod tests {
         assert!(!is_retryable(DATA_INVALID));
         assert!(!is_retryable(DIVERGED));
         assert!(is_retryable(RETRYABLE));
+        assert!(is_retryable(STOPPED));
         assert!(is_retryable(137));
     }
 }

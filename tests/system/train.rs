@@ -173,3 +173,42 @@ fn a_checkpoint_of_another_model_is_refused_with_the_differences() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_stop_request_saves_the_final_state_and_resume_loses_no_steps() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 10);
+    let (p, yaml) = plan(&dir.path().join("straight"), &data, &[]);
+    let straight = pretrain::train::run(&p, &yaml).expect("straight");
+    // A stop request pending from the start: step 1 completes, is saved, and the run stops.
+    let (p1, yaml1) = plan(&dir.path().join("stopped"), &data, &[]);
+    let err = pretrain::train::run_with_stop(&p1, &yaml1, Arc::new(AtomicBool::new(true)))
+        .expect_err("must stop");
+    match &err {
+        pretrain::train::Error::Stopped { step, checkpoint } => {
+            assert_eq!(*step, 1);
+            assert!(
+                checkpoint.ends_with("iteration_00000001"),
+                "{}",
+                checkpoint.display()
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(
+        pretrain::exit::for_train_error(&err),
+        pretrain::exit::STOPPED
+    );
+    let (p2, yaml2) = plan(
+        &dir.path().join("stopped"),
+        &data,
+        &["--resume_training=True", "--load_checkpoint=auto"],
+    );
+    let rest = pretrain::train::run(&p2, &yaml2).expect("resume");
+    assert_eq!(rest.start_step, 1);
+    assert_eq!(rest.losses.len() + 1, straight.losses.len());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&rest.losses), bits(&straight.losses[1..]));
+}

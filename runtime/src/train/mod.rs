@@ -5,6 +5,8 @@
 pub mod batch;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::checkpoint::{self, SaveRequest, TrainerState};
@@ -34,6 +36,14 @@ pub enum Error {
     /// A plan the single-process trainer cannot run.
     #[error("{0}")]
     Unsupported(String),
+    /// SIGTERM or SIGINT arrived; the final state was saved at `step`.
+    #[error("stopped by a signal after step {step}; final-state checkpoint {} (resume with resume_training: True)", checkpoint.display())]
+    Stopped {
+        /// Last completed step.
+        step: u64,
+        /// The checkpoint holding it.
+        checkpoint: PathBuf,
+    },
     /// The loss or gradient became NaN or infinite.
     #[error("step {step}: {what} is {value}; stopping without updating the weights (the last checkpoint is kept); lower the learning rate or check the data")]
     Diverged {
@@ -85,8 +95,34 @@ fn checkpoint_root(plan: &TrainPlan) -> PathBuf {
         .unwrap_or_else(|| plan.output_dir.join("checkpoint"))
 }
 
-/// Runs the plan; `resolved_config` (YAML) is stored in every checkpoint.
+/// Set by SIGTERM/SIGINT: finish the current step, save, stop. A second signal exits at once.
+fn install_stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // Registration fails only for forbidden signals, which these are not; without it the
+        // default action (terminate) stays, which is safe, so a failure is only logged.
+        if let Err(e) =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone())
+                .and_then(|_| signal_hook::flag::register(sig, flag.clone()))
+        {
+            tracing::warn!("cannot handle signal {sig}: {e}");
+        }
+    }
+    flag
+}
+
+/// Runs the plan; `resolved_config` (YAML) is stored in every checkpoint. SIGTERM or SIGINT
+/// ends the run after the current step with a final-state checkpoint ([`Error::Stopped`]).
 pub fn run(plan: &TrainPlan, resolved_config: &str) -> Result<Summary, Error> {
+    run_with_stop(plan, resolved_config, install_stop_flag())
+}
+
+/// [`run`] with an explicit stop flag (tests set it instead of sending signals).
+pub fn run_with_stop(
+    plan: &TrainPlan,
+    resolved_config: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, Error> {
     if plan.world_size != 1 {
         return Err(Error::Unsupported(format!(
             "parallel_config asks for {} processes (data_parallel {} x model_parallel {} x \
@@ -95,6 +131,18 @@ pub fn run(plan: &TrainPlan, resolved_config: &str) -> Result<Summary, Error> {
         )));
     }
     let root = checkpoint_root(plan);
+    if let Some(dir) = &plan.tokenizer_dir {
+        let tok = crate::data::tokenizer::HfTokenizer::load(&dir.join("tokenizer.json"))?;
+        if tok.vocab_size > plan.model.vocab_size {
+            return Err(Error::Unsupported(format!(
+                "{}: the tokenizer has {} ids but model.model_config.vocab_size is {}; the model \
+                 cannot embed every token (raise vocab_size or use the model's tokenizer)",
+                dir.display(),
+                tok.vocab_size,
+                plan.model.vocab_size
+            )));
+        }
+    }
     // 1. Data.
     let [train, _, _] = build_datasets(&plan.data)?;
     let train = train.ok_or_else(|| {
@@ -271,23 +319,34 @@ pub fn run(plan: &TrainPlan, resolved_config: &str) -> Result<Summary, Error> {
                 rss_bytes().unwrap_or(0) >> 20,
             );
         }
-        // Checkpoint.
-        if let Some(ck) = &plan.checkpoint {
-            if step % ck.every_steps.max(1) == 0 || step == plan.train_steps {
-                let dir = checkpoint::save(&SaveRequest {
-                    root: &root,
-                    config: &model.config,
-                    layout: &model.layout,
-                    params: &model.params,
-                    optimizer: &optimizer,
-                    state: &state,
-                    resolved_config,
-                    tokenizer_dir: plan.tokenizer_dir.as_deref(),
-                    keep_max: ck.keep_max,
-                    mindspore_ckpt: ck.mindspore_ckpt,
-                })?;
-                tracing::info!(dir = %dir.display(), "checkpoint committed");
-                last_checkpoint = Some(dir);
+        // Checkpoint: periodic, final, or final-state on a stop signal.
+        let stopping = stop.load(Ordering::SeqCst);
+        let due = plan
+            .checkpoint
+            .as_ref()
+            .is_some_and(|ck| step % ck.every_steps.max(1) == 0 || step == plan.train_steps);
+        if due || stopping {
+            let ck = plan.checkpoint.as_ref();
+            let dir = checkpoint::save(&SaveRequest {
+                root: &root,
+                config: &model.config,
+                layout: &model.layout,
+                params: &model.params,
+                optimizer: &optimizer,
+                state: &state,
+                resolved_config,
+                tokenizer_dir: plan.tokenizer_dir.as_deref(),
+                keep_max: ck.map_or(1, |c| c.keep_max),
+                mindspore_ckpt: ck.is_some_and(|c| c.mindspore_ckpt),
+            })?;
+            tracing::info!(dir = %dir.display(), "checkpoint committed");
+            last_checkpoint = Some(dir.clone());
+            if stopping {
+                tracing::warn!(step, "stop signal: final state saved");
+                return Err(Error::Stopped {
+                    step,
+                    checkpoint: dir,
+                });
             }
         }
     }

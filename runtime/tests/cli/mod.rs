@@ -2,3 +2,5 @@
 
 mod inspect;
 mod preprocess;
+mod signals;
+mod train;

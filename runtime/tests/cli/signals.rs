@@ -1,0 +1,75 @@
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pretrain::data::builder::IndexedDatasetBuilder;
+use pretrain::data::DType;
+
+const CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../configs/qwen3/qwen3_tiny.yaml"
+);
+
+#[test]
+fn sigterm_saves_the_last_completed_step_and_exits_10() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join("d_text_document");
+    let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
+    for d in 0..50i64 {
+        let doc: Vec<i64> = (0..300).map(|j| (d * 7 + j * 13) % 255 + 1).collect();
+        b.add_item(&doc).expect("add");
+        b.end_document();
+    }
+    b.finalize().expect("finalize");
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pretrain"))
+        .args([
+            "train",
+            "--config",
+            CONFIG,
+            "--tokenizer_dir=",
+            "--output_dir",
+        ])
+        .arg(&out)
+        .args([
+            "--model.model_config.vocab_size=256",
+            "--train_dataset.data_loader.sizes=[80000, 0, 0]",
+            "--callbacks.1.save_checkpoint_steps=100000",
+            "--train_dataset.data_loader.config.eod=0",
+            "--model.model_config.eos_token_id=0",
+            "--model.model_config.bos_token_id=0",
+        ])
+        .arg(format!(
+            "--train_dataset.data_loader.config.data_path=['1', '{}']",
+            prefix.display()
+        ))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let metrics = out.join("metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(status.expect("kill").success());
+    let output = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(10), "{err}");
+    assert!(err.contains("stopped by a signal after step"), "{err}");
+    let steps = std::fs::read_to_string(&metrics)
+        .expect("metrics")
+        .lines()
+        .count();
+    let marker = std::fs::read_to_string(out.join("checkpoint/latest_checkpointed_iteration.txt"))
+        .expect("marker");
+    // Zero lost steps: the final-state checkpoint is the last step that was logged.
+    assert_eq!(marker.trim(), steps.to_string());
+}

@@ -1,0 +1,73 @@
+use crate::{assert_fails, pretrain};
+
+const CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../configs/qwen3/qwen3_tiny.yaml"
+);
+
+#[test]
+fn unknown_key_is_a_config_error_with_a_suggestion() {
+    let o = pretrain(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--optimizer.weight_decy",
+        "0.1",
+    ]);
+    assert_fails(
+        &o,
+        2,
+        &[
+            "qwen3_tiny.yaml",
+            "optimizer.weight_decy",
+            "did you mean",
+            "weight_decay",
+        ],
+    );
+}
+
+#[test]
+fn wrong_type_and_layout_errors_name_the_key() {
+    let o = pretrain(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--runner_config.batch_size=1.0",
+    ]);
+    assert_fails(&o, 2, &["runner_config.batch_size"]);
+    let o = pretrain(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--model.model_config.num_key_value_heads=3",
+    ]);
+    assert_fails(&o, 2, &["num_key_value_heads"]);
+    let o = pretrain(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--parallel_config.data_parallel",
+        "2",
+    ]);
+    assert_fails(&o, 2, &["data_parallel"]);
+}
+
+#[test]
+fn missing_dataset_is_a_data_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let o = pretrain(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--output_dir",
+        out.to_str().expect("utf-8"),
+        "--tokenizer_dir=",
+        "--train_dataset.data_loader.config.data_path=['1', '/nonexistent/corpus_text_document']",
+    ]);
+    assert_fails(
+        &o,
+        3,
+        &["/nonexistent/corpus_text_document.idx", "file not found"],
+    );
+}
