@@ -50,6 +50,13 @@ fn sigterm_saves_the_last_completed_step_and_exits_10() {
     let metrics = out.join("metrics.jsonl");
     let started = Instant::now();
     while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("pretrain exited early ({status}): {err}");
+        }
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "training did not start"
