@@ -13,6 +13,8 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --release --locked 2>&1 | tee "$log"
+echo "== the release build on CPUs without AVX-512 (qemu-user)"
+scripts/check-no-avx512.sh 2>&1 | tee -a "$log"
 # One closing line over all test binaries (cargo prints one per binary, the last often a
 # doc-test binary with 0 tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
