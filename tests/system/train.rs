@@ -212,3 +212,77 @@ fn a_stop_request_saves_the_final_state_and_resume_loses_no_steps() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&rest.losses), bits(&straight.losses[1..]));
 }
+
+#[test]
+fn train_iters_stops_early_and_fine_tuning_starts_from_given_weights() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 5);
+    let (p, yaml) = plan(
+        &dir.path().join("a"),
+        &data,
+        &[
+            "--runner_config.train_iters=3",
+            "--lr_schedule.warmup_steps=0",
+        ],
+    );
+    assert_eq!(p.train_steps, 3);
+    let first = pretrain::train::run(&p, &yaml).expect("train");
+    assert_eq!(first.losses.len(), 3);
+    let ck = first.last_checkpoint.expect("checkpoint");
+    // Fine-tune: weights from that directory, a fresh optimizer and step 0.
+    let arg = format!("--load_checkpoint={}", ck.display());
+    let (p2, yaml2) = plan(
+        &dir.path().join("b"),
+        &data,
+        &[
+            "--runner_config.train_iters=1",
+            "--lr_schedule.warmup_steps=0",
+            &arg,
+        ],
+    );
+    let tuned = pretrain::train::run(&p2, &yaml2).expect("fine-tune");
+    assert_eq!(tuned.start_step, 0);
+    let (p3, yaml3) = plan(
+        &dir.path().join("c"),
+        &data,
+        &[
+            "--runner_config.train_iters=1",
+            "--lr_schedule.warmup_steps=0",
+        ],
+    );
+    let fresh = pretrain::train::run(&p3, &yaml3).expect("fresh");
+    assert!(
+        tuned.losses[0] < fresh.losses[0],
+        "{} vs {}",
+        tuned.losses[0],
+        fresh.losses[0]
+    );
+}
+
+#[test]
+fn a_nan_loss_stops_without_updating_and_exits_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 5);
+    let (p, yaml) = plan(&dir.path().join("run"), &data, &[]);
+    // An HF-style directory whose final norm weight is NaN: every logit becomes NaN.
+    let hf = dir.path().join("poisoned");
+    std::fs::create_dir_all(&hf).expect("mkdir");
+    let layout = pretrain::model::params::Layout::new(&p.model);
+    let mut params = layout.init(0.02, 1);
+    let norm = &layout.specs[layout.final_norm()];
+    params[norm.offset] = f32::NAN;
+    layout
+        .save_safetensors(&params, &hf.join("model.safetensors"), None)
+        .expect("save");
+    let json = serde_json::to_vec(&p.model.to_hf_json()).expect("json");
+    std::fs::write(hf.join("config.json"), json).expect("config");
+    let arg = format!("--load_checkpoint={}", hf.display());
+    let (p2, yaml2) = plan(&dir.path().join("run"), &data, &[&arg]);
+    let err = pretrain::train::run(&p2, &yaml2).expect_err("must stop");
+    assert!(err.to_string().contains("step 1: loss is NaN"), "{err}");
+    assert_eq!(
+        pretrain::exit::for_train_error(&err),
+        pretrain::exit::DIVERGED
+    );
+    let _ = yaml;
+}

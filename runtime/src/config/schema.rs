@@ -186,6 +186,10 @@ pub struct RunnerConfig {
     /// Passes over `train_dataset.data_loader.sizes[0]` samples.
     #[serde(default = "one")]
     pub epochs: u64,
+    /// Our addition (Megatron's `train_iters`): stop after this many optimizer steps instead of
+    /// `epochs` passes; 0 = use `epochs`.
+    #[serde(default)]
+    pub train_iters: u64,
     /// Micro-batch size per data-parallel rank.
     pub batch_size: u64,
     /// Micro-batches accumulated per optimizer step (without pipeline parallelism).

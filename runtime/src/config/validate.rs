@@ -89,7 +89,11 @@ impl Config {
         let global_batch = r.batch_size * micro_batches * dp;
         let data = self.check_data(global_batch)?;
         let steps_per_epoch = self.train_dataset.data_loader.sizes[0] / global_batch;
-        let train_steps = steps_per_epoch * r.epochs;
+        let train_steps = if r.train_iters > 0 {
+            r.train_iters
+        } else {
+            steps_per_epoch * r.epochs
+        };
         let model = self.check_model(tp, data.gpt.sequence_length)?;
         let layers_per_stage = check_layers(&self.model.model_config, pp)?;
         let optimizer = self.check_optimizer()?;
