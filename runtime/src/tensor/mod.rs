@@ -4,3 +4,4 @@
 
 pub mod gemm;
 pub mod init;
+pub mod math;

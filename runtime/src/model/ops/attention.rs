@@ -77,7 +77,7 @@ pub fn attention_forward(
                 }
                 let mut sum = 0.0f32;
                 for x in valid.iter_mut() {
-                    *x = (*x - max).exp();
+                    *x = crate::tensor::math::exp(*x - max);
                     sum += *x;
                 }
                 let inv = 1.0 / sum;

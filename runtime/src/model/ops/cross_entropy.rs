@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::tensor::math;
+
 /// losses (N) = logsumexp(logits[n]) − logits[n, labels[n]] for logits (N, V).
 pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], labels: &[u32], v: usize) {
     losses
@@ -11,8 +13,8 @@ pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], labels: &[u32],
         .zip(logits.par_chunks(v))
         .zip(labels.par_iter())
         .for_each(|((l, row), &y)| {
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+            let max = math::max(row);
+            let sum = math::sum_exp(row, max);
             *l = max + sum.ln() - row[y as usize];
         });
 }
@@ -28,12 +30,11 @@ pub fn cross_entropy_backward(logits: &mut [f32], labels: &[u32], dlosses: &[f32
                 row.fill(0.0);
                 return;
             }
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
+            let max = math::max(row);
             for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
+                *x = math::exp(*x - max);
             }
+            let sum = math::sum(row);
             let inv = dl / sum;
             for x in row.iter_mut() {
                 *x *= inv;

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 const CHUNK: usize = 4096;
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + crate::tensor::math::exp(-x))
 }
 
 /// out (N, F) from gate (N, F) and up (N, F).
