@@ -286,3 +286,66 @@ fn a_nan_loss_stops_without_updating_and_exits_4() {
     );
     let _ = yaml;
 }
+
+#[test]
+fn a_corrupt_or_partial_newest_checkpoint_falls_back_to_the_previous_one() {
+    use pretrain::checkpoint::{latest, MARKER};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 5);
+    let (p, yaml) = plan(
+        dir.path(),
+        &data,
+        &[
+            "--runner_config.train_iters=4",
+            "--callbacks.1.save_checkpoint_steps=2",
+        ],
+    );
+    pretrain::train::run(&p, &yaml).expect("train");
+    let root = dir.path().join("out/checkpoint");
+    let (it2, it4) = (
+        root.join("iteration_00000002"),
+        root.join("iteration_00000004"),
+    );
+    assert_eq!(latest(&root).expect("latest"), Some(it4.clone()));
+    let model = it4.join("model.safetensors");
+    let good = std::fs::read(&model).expect("read");
+    // A flipped byte: the sha256 no longer matches.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    std::fs::write(&model, &flipped).expect("write");
+    assert_eq!(latest(&root).expect("latest"), Some(it2.clone()));
+    // A truncated file: the size no longer matches.
+    std::fs::write(&model, &good[..good.len() - 100]).expect("write");
+    assert_eq!(latest(&root).expect("latest"), Some(it2.clone()));
+    // Restored, but the marker deleted: the newest intact directory is still found.
+    std::fs::write(&model, &good).expect("write");
+    std::fs::remove_file(root.join(MARKER)).expect("rm marker");
+    assert_eq!(latest(&root).expect("latest"), Some(it4.clone()));
+    // Resuming after a corruption continues from step 2 and redoes steps 3-4.
+    std::fs::write(&model, &flipped).expect("write");
+    let (p2, yaml2) = plan(
+        dir.path(),
+        &data,
+        &[
+            "--runner_config.train_iters=4",
+            "--resume_training=True",
+            "--load_checkpoint=auto",
+        ],
+    );
+    let resumed = pretrain::train::run(&p2, &yaml2).expect("resume");
+    assert_eq!((resumed.start_step, resumed.steps), (2, 4));
+    // Nothing intact at all: an error naming the checkpoints, not a silent fresh start.
+    for (_, d) in pretrain::checkpoint::iterations(&root) {
+        if d != it4 {
+            std::fs::remove_dir_all(&d).expect("rm");
+        }
+    }
+    let it4_model = root.join("iteration_00000004/model.safetensors");
+    std::fs::write(&it4_model, b"garbage").expect("write");
+    let err = latest(&root).expect_err("must fail").to_string();
+    assert!(
+        err.contains("no intact checkpoint") && err.contains("iteration_00000004"),
+        "{err}"
+    );
+}

@@ -298,24 +298,64 @@ pub fn iterations(root: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
-/// The newest committed checkpoint: the one the marker names, verified. `None` when `root` holds
-/// no marker (a fresh start).
+/// The newest complete checkpoint under `root`, verified (sizes and sha256 of every file).
+///
+/// The marker names the newest committed iteration; a directory newer than the marker was never
+/// committed and is ignored. A corrupt or partial checkpoint is skipped with a warning naming it,
+/// and the previous complete one is used. Without a marker (deleted, or never written after a
+/// crash) the newest verified directory is used. `None` when `root` holds no checkpoint at all
+/// (a fresh start); an error when checkpoints exist but none is intact.
 pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     let marker = root.join(MARKER);
-    let Ok(text) = std::fs::read_to_string(&marker) else {
-        return Ok(None);
+    let committed: Option<u64> = match std::fs::read_to_string(&marker) {
+        Ok(text) => match text.trim().parse() {
+            Ok(step) => Some(step),
+            Err(_) => {
+                tracing::warn!(
+                    "{}: `{}` is not an iteration number; ignoring the marker",
+                    marker.display(),
+                    text.trim()
+                );
+                None
+            }
+        },
+        Err(_) => None,
     };
-    let step: u64 = text.trim().parse().map_err(|_| {
-        invalid(
-            &marker,
-            format!("`{}` is not an iteration number", text.trim()),
-        )
-    })?;
-    let dir = iteration_dir(root, step);
-    verify(&dir)?;
-    Ok(Some(dir))
+    let candidates: Vec<(u64, PathBuf)> = iterations(root)
+        .into_iter()
+        .filter(|(step, _)| committed.is_none_or(|c| *step <= c))
+        .collect();
+    if committed.is_none() && !candidates.is_empty() {
+        tracing::warn!(
+            "{}: no commit marker; using the newest checkpoint that verifies",
+            root.display()
+        );
+    }
+    let mut skipped = Vec::new();
+    for (_, dir) in candidates {
+        match verify(&dir) {
+            Ok(()) => return Ok(Some(dir)),
+            Err(e) => {
+                tracing::warn!("skipping checkpoint {}: {e}", dir.display());
+                skipped.push(dir.display().to_string());
+            }
+        }
+    }
+    if skipped.is_empty() {
+        Ok(None)
+    } else {
+        Err(invalid(
+            root,
+            format!(
+                "no intact checkpoint: {} failed verification; restore one or remove the \
+                 directory to start fresh",
+                skipped.join(", ")
+            ),
+        ))
+    }
 }
 
+/// Deletes iterations beyond the newest `keep`, except `newest` (just committed).
 fn prune(root: &Path, keep: usize, newest: u64) -> Result<()> {
     for (step, dir) in iterations(root).into_iter().skip(keep) {
         if step != newest {
