@@ -7,6 +7,7 @@
 //! Modules: [`config`] (HF `config.json`), [`params`] (HF-named parameter layout in one
 //! contiguous buffer), [`ops`] (forward/backward pairs), [`qwen3`] (the model step).
 
+pub mod activations;
 pub mod config;
 pub mod ops;
 pub mod params;

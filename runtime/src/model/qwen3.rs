@@ -3,6 +3,7 @@
 //! walks the layers in reverse and accumulates parameter gradients into a flat buffer laid out
 //! like the parameters.
 
+pub use super::activations::Activations;
 use super::ops::attention::{attention_backward, attention_forward, AttnBackwardScratch, AttnDims};
 use super::ops::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use super::ops::embedding::{embedding_backward, embedding_forward};
@@ -38,132 +39,6 @@ pub struct Qwen3 {
     pub layout: Layout,
     /// Parameters (`layout.total` elements).
     pub params: Vec<f32>,
-}
-
-/// Activations of one micro-batch shape, reused across steps.
-pub struct Activations {
-    b: usize,
-    t: usize,
-    resid: Vec<f32>,     // (L+1, N, H)
-    ln1: Vec<f32>,       // (L, N, H)
-    ln1_rstd: Vec<f32>,  // (L, N)
-    q_raw: Vec<f32>,     // (L, N, Nq·d)
-    q_rstd: Vec<f32>,    // (L, N, Nq)
-    q: Vec<f32>,         // (L, N, Nq·d) after q_norm and RoPE
-    k_raw: Vec<f32>,     // (L, N, Nkv·d)
-    k_rstd: Vec<f32>,    // (L, N, Nkv)
-    k: Vec<f32>,         // (L, N, Nkv·d)
-    v: Vec<f32>,         // (L, N, Nkv·d)
-    att: Vec<f32>,       // (L, B, Nq, T, T)
-    attn_out: Vec<f32>,  // (L, N, Nq·d)
-    resid_mid: Vec<f32>, // (L, N, H)
-    ln2: Vec<f32>,       // (L, N, H)
-    ln2_rstd: Vec<f32>,  // (L, N)
-    gate: Vec<f32>,      // (L, N, F)
-    up: Vec<f32>,        // (L, N, F)
-    act: Vec<f32>,       // (L, N, F)
-    lnf: Vec<f32>,       // (N, H)
-    lnf_rstd: Vec<f32>,  // (N)
-    /// Logits (N, V); after backward, their gradient.
-    pub logits: Vec<f32>,
-    /// Per-token cross-entropy (N).
-    pub losses: Vec<f32>,
-    cos: Vec<f32>, // (N, d/2)
-    sin: Vec<f32>, // (N, d/2)
-    grads: GradScratch,
-}
-
-/// Activation gradients, one layer at a time.
-struct GradScratch {
-    dresid: Vec<f32>,  // (N, H)
-    dx: Vec<f32>,      // (N, H)
-    dln: Vec<f32>,     // (N, H)
-    dattn: Vec<f32>,   // (N, Nq·d)
-    dq: Vec<f32>,      // (N, Nq·d)
-    dk: Vec<f32>,      // (N, Nkv·d)
-    dv: Vec<f32>,      // (N, Nkv·d)
-    dq_raw: Vec<f32>,  // (N, Nq·d)
-    dk_raw: Vec<f32>,  // (N, Nkv·d)
-    datt: Vec<f32>,    // (B, Nq, T, T)
-    head_q: Vec<f32>,  // (B, Nq, T, d)
-    head_k: Vec<f32>,  // (B, Nkv, T, d)
-    head_v: Vec<f32>,  // (B, Nkv, T, d)
-    dgate: Vec<f32>,   // (N, F)
-    dup: Vec<f32>,     // (N, F)
-    dact: Vec<f32>,    // (N, F)
-    dlosses: Vec<f32>, // (N)
-}
-
-impl Activations {
-    /// Allocates the arena for micro-batches of `b` sequences of `t` tokens.
-    pub fn new(c: &Qwen3Config, b: usize, t: usize) -> Activations {
-        let n = b * t;
-        let (h, f, l, v) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_hidden_layers,
-            c.vocab_size,
-        );
-        let (q, kv, nq, nkv) = (
-            c.q_dim(),
-            c.kv_dim(),
-            c.num_attention_heads,
-            c.num_key_value_heads,
-        );
-        let z = |len: usize| vec![0.0f32; len];
-        Activations {
-            b,
-            t,
-            resid: z((l + 1) * n * h),
-            ln1: z(l * n * h),
-            ln1_rstd: z(l * n),
-            q_raw: z(l * n * q),
-            q_rstd: z(l * n * nq),
-            q: z(l * n * q),
-            k_raw: z(l * n * kv),
-            k_rstd: z(l * n * nkv),
-            k: z(l * n * kv),
-            v: z(l * n * kv),
-            att: z(l * b * nq * t * t),
-            attn_out: z(l * n * q),
-            resid_mid: z(l * n * h),
-            ln2: z(l * n * h),
-            ln2_rstd: z(l * n),
-            gate: z(l * n * f),
-            up: z(l * n * f),
-            act: z(l * n * f),
-            lnf: z(n * h),
-            lnf_rstd: z(n),
-            logits: z(n * v),
-            losses: z(n),
-            cos: z(n * c.head_dim / 2),
-            sin: z(n * c.head_dim / 2),
-            grads: GradScratch {
-                dresid: z(n * h),
-                dx: z(n * h),
-                dln: z(n * h),
-                dattn: z(n * q),
-                dq: z(n * q),
-                dk: z(n * kv),
-                dv: z(n * kv),
-                dq_raw: z(n * q),
-                dk_raw: z(n * kv),
-                datt: z(b * nq * t * t),
-                head_q: z(n * q),
-                head_k: z(n * kv),
-                head_v: z(n * kv),
-                dgate: z(n * f),
-                dup: z(n * f),
-                dact: z(n * f),
-                dlosses: z(n),
-            },
-        }
-    }
-
-    /// Micro-batch size and sequence length this arena serves.
-    pub fn shape(&self) -> (usize, usize) {
-        (self.b, self.t)
-    }
 }
 
 /// `&buf[l * len..(l + 1) * len]`

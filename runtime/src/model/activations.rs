@@ -1,0 +1,131 @@
+//! [`Activations`]: everything the Qwen3 backward needs from the forward, in one arena per
+//! micro-batch shape (allocated once, reused every step), plus the activation gradients of one
+//! layer at a time.
+
+use super::Qwen3Config;
+
+/// Activations of one micro-batch shape, reused across steps.
+pub struct Activations {
+    pub(super) b: usize,
+    pub(super) t: usize,
+    pub(super) resid: Vec<f32>,     // (L+1, N, H)
+    pub(super) ln1: Vec<f32>,       // (L, N, H)
+    pub(super) ln1_rstd: Vec<f32>,  // (L, N)
+    pub(super) q_raw: Vec<f32>,     // (L, N, Nq·d)
+    pub(super) q_rstd: Vec<f32>,    // (L, N, Nq)
+    pub(super) q: Vec<f32>,         // (L, N, Nq·d) after q_norm and RoPE
+    pub(super) k_raw: Vec<f32>,     // (L, N, Nkv·d)
+    pub(super) k_rstd: Vec<f32>,    // (L, N, Nkv)
+    pub(super) k: Vec<f32>,         // (L, N, Nkv·d)
+    pub(super) v: Vec<f32>,         // (L, N, Nkv·d)
+    pub(super) att: Vec<f32>,       // (L, B, Nq, T, T)
+    pub(super) attn_out: Vec<f32>,  // (L, N, Nq·d)
+    pub(super) resid_mid: Vec<f32>, // (L, N, H)
+    pub(super) ln2: Vec<f32>,       // (L, N, H)
+    pub(super) ln2_rstd: Vec<f32>,  // (L, N)
+    pub(super) gate: Vec<f32>,      // (L, N, F)
+    pub(super) up: Vec<f32>,        // (L, N, F)
+    pub(super) act: Vec<f32>,       // (L, N, F)
+    pub(super) lnf: Vec<f32>,       // (N, H)
+    pub(super) lnf_rstd: Vec<f32>,  // (N)
+    /// Logits (N, V); after backward, their gradient.
+    pub logits: Vec<f32>,
+    /// Per-token cross-entropy (N).
+    pub losses: Vec<f32>,
+    pub(super) cos: Vec<f32>, // (N, d/2)
+    pub(super) sin: Vec<f32>, // (N, d/2)
+    pub(super) grads: GradScratch,
+}
+
+/// Activation gradients, one layer at a time.
+pub(super) struct GradScratch {
+    pub(super) dresid: Vec<f32>,  // (N, H)
+    pub(super) dx: Vec<f32>,      // (N, H)
+    pub(super) dln: Vec<f32>,     // (N, H)
+    pub(super) dattn: Vec<f32>,   // (N, Nq·d)
+    pub(super) dq: Vec<f32>,      // (N, Nq·d)
+    pub(super) dk: Vec<f32>,      // (N, Nkv·d)
+    pub(super) dv: Vec<f32>,      // (N, Nkv·d)
+    pub(super) dq_raw: Vec<f32>,  // (N, Nq·d)
+    pub(super) dk_raw: Vec<f32>,  // (N, Nkv·d)
+    pub(super) datt: Vec<f32>,    // (B, Nq, T, T)
+    pub(super) head_q: Vec<f32>,  // (B, Nq, T, d)
+    pub(super) head_k: Vec<f32>,  // (B, Nkv, T, d)
+    pub(super) head_v: Vec<f32>,  // (B, Nkv, T, d)
+    pub(super) dgate: Vec<f32>,   // (N, F)
+    pub(super) dup: Vec<f32>,     // (N, F)
+    pub(super) dact: Vec<f32>,    // (N, F)
+    pub(super) dlosses: Vec<f32>, // (N)
+}
+
+impl Activations {
+    /// Allocates the arena for micro-batches of `b` sequences of `t` tokens.
+    pub fn new(c: &Qwen3Config, b: usize, t: usize) -> Activations {
+        let n = b * t;
+        let (h, f, l, v) = (
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.vocab_size,
+        );
+        let (q, kv, nq, nkv) = (
+            c.q_dim(),
+            c.kv_dim(),
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        );
+        let z = |len: usize| vec![0.0f32; len];
+        Activations {
+            b,
+            t,
+            resid: z((l + 1) * n * h),
+            ln1: z(l * n * h),
+            ln1_rstd: z(l * n),
+            q_raw: z(l * n * q),
+            q_rstd: z(l * n * nq),
+            q: z(l * n * q),
+            k_raw: z(l * n * kv),
+            k_rstd: z(l * n * nkv),
+            k: z(l * n * kv),
+            v: z(l * n * kv),
+            att: z(l * b * nq * t * t),
+            attn_out: z(l * n * q),
+            resid_mid: z(l * n * h),
+            ln2: z(l * n * h),
+            ln2_rstd: z(l * n),
+            gate: z(l * n * f),
+            up: z(l * n * f),
+            act: z(l * n * f),
+            lnf: z(n * h),
+            lnf_rstd: z(n),
+            logits: z(n * v),
+            losses: z(n),
+            cos: z(n * c.head_dim / 2),
+            sin: z(n * c.head_dim / 2),
+            grads: GradScratch {
+                dresid: z(n * h),
+                dx: z(n * h),
+                dln: z(n * h),
+                dattn: z(n * q),
+                dq: z(n * q),
+                dk: z(n * kv),
+                dv: z(n * kv),
+                dq_raw: z(n * q),
+                dk_raw: z(n * kv),
+                datt: z(b * nq * t * t),
+                head_q: z(n * q),
+                head_k: z(n * kv),
+                head_v: z(n * kv),
+                dgate: z(n * f),
+                dup: z(n * f),
+                dact: z(n * f),
+                dlosses: z(n),
+            },
+        }
+    }
+
+    /// Micro-batch size and sequence length this arena serves.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.b, self.t)
+    }
+}
