@@ -80,3 +80,89 @@ fn sigterm_saves_the_last_completed_step_and_exits_10() {
     // Zero lost steps: the final-state checkpoint is the last step that was logged.
     assert_eq!(marker.trim(), steps.to_string());
 }
+
+/// A small run of `pretrain train` on a synthetic byte-level dataset under `dir`.
+fn small_run(dir: &std::path::Path, prefix: &std::path::Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pretrain"));
+    cmd.args([
+        "train",
+        "--config",
+        CONFIG,
+        "--tokenizer_dir=",
+        "--output_dir",
+    ])
+    .arg(dir)
+    .args([
+        "--model.model_config.vocab_size=256",
+        "--train_dataset.data_loader.config.eod=0",
+        "--model.model_config.eos_token_id=0",
+        "--model.model_config.bos_token_id=0",
+        "--train_dataset.data_loader.config.seq_length=32",
+        "--model.model_config.seq_length=32",
+        "--runner_config.batch_size=2",
+        "--runner_config.train_iters=30",
+        "--lr_schedule.warmup_steps=2",
+        "--callbacks.1.save_checkpoint_steps=4",
+    ])
+    .arg(format!(
+        "--train_dataset.data_loader.config.data_path=['1', '{}']",
+        prefix.display()
+    ))
+    .args(extra)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
+}
+
+#[test]
+fn sigkill_at_any_point_then_resume_gives_identical_weights() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join("d_text_document");
+    let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
+    for d in 0..20i64 {
+        let doc: Vec<i64> = (0..200).map(|j| (d * 7 + j * 13) % 255 + 1).collect();
+        b.add_item(&doc).expect("add");
+        b.end_document();
+    }
+    b.finalize().expect("finalize");
+    let straight = dir.path().join("straight");
+    assert!(small_run(&straight, &prefix, &[])
+        .status()
+        .expect("run")
+        .success());
+    let last = "checkpoint/iteration_00000030/model.safetensors";
+    let want = std::fs::read(straight.join(last)).expect("straight weights");
+    for (trial, kill_after_lines) in [(1, 5usize), (2, 13)] {
+        let out = dir.path().join(format!("trial{trial}"));
+        let mut child = small_run(&out, &prefix, &[]).spawn().expect("spawn");
+        let metrics = out.join("metrics.jsonl");
+        let started = Instant::now();
+        while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < kill_after_lines
+        {
+            if child.try_wait().expect("poll").is_some()
+                || started.elapsed() > Duration::from_secs(60)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL: no chance to save anything
+        let _ = child.wait();
+        let resume = ["--resume_training=True", "--load_checkpoint=auto"];
+        for _ in 0..3 {
+            if out.join(last).is_file() {
+                break;
+            }
+            assert!(small_run(&out, &prefix, &resume)
+                .status()
+                .expect("resume")
+                .success());
+        }
+        let got = std::fs::read(out.join(last)).expect("resumed weights");
+        assert!(
+            got == want,
+            "trial {trial}: weights differ from the uninterrupted run"
+        );
+    }
+}
