@@ -33,13 +33,14 @@ want_losses=$(losses "$work/straight")
 pass=0; fail=0
 for t in $(seq "$trials"); do
   out="$work/trial$t"; kills=0
-  delay=$(python3 -c "import random; print(round(random.uniform(0.3, 2.5), 2))")
+  # Startup takes about a second; steps follow every ~0.1 s: kill anywhere in the run.
+  delay=$(python3 -c "import random; print(round(random.uniform(0.3, 5.0), 2))")
   RUST_LOG=warn "$bin" train "${args[@]}" --output_dir "$out" >/dev/null 2>&1 &
   pid=$!
   sleep "$delay"
   if kill -9 "$pid" 2>/dev/null; then kills=1; fi
   wait "$pid" 2>/dev/null || true
-  killed_at=$(wc -l < "$out/metrics.jsonl" 2>/dev/null || echo 0)
+  killed_at=$({ wc -l < "$out/metrics.jsonl"; } 2>/dev/null || echo 0)
   until [ -d "$(final "$out")" ]; do
     RUST_LOG=warn "$bin" train "${args[@]}" --output_dir "$out" --resume_training True \
       --load_checkpoint auto >/dev/null
