@@ -13,6 +13,8 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --release --locked 2>&1 | tee "$log"
+echo "== operator: Dockerfile, chart and API-server tests (scripts/test-apiserver.sh)"
+scripts/test-apiserver.sh 2>&1 | tee -a "$log"
 echo "== the release build on CPUs without AVX-512 (qemu-user)"
 scripts/check-no-avx512.sh 2>&1 | tee -a "$log"
 # One closing line over all test binaries (cargo prints one per binary, the last often a

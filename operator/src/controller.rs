@@ -1,0 +1,428 @@
+//! The reconciler: reads a `PretrainJob`, its ConfigMap and pods, asks the pure state machine
+//! ([`crate::status`]) what to do, writes the status with server-side apply, publishes Events,
+//! then acts (create or delete pods, or delete the finished job).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::crd::{Phase, PretrainJob};
+use crate::metrics::Metrics;
+use crate::observe::PodView;
+use crate::resources::env::{rank_table_enabled, PodSlot};
+use crate::resources::{self, config_map, pod, rank_table, service, LABEL_JOB, MANAGER};
+use crate::status::{self, Action, Outcome};
+use crate::validate::{self, ConfigSource};
+
+/// Reconcile errors; the variant name is the `kind` label of the error metric.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed (retried with backoff).
+    #[error("kubernetes api: {0}")]
+    Kube(#[from] kube::Error),
+    /// The status could not be serialized (a bug).
+    #[error("serializing status: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// A pod could not be built although the spec validated (a bug).
+    #[error("building pod: {0}")]
+    Build(#[from] pod::BuildError),
+}
+
+impl Error {
+    /// Metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "Kube",
+            Error::Serialize(_) => "Serialize",
+            Error::Build(_) => "Build",
+        }
+    }
+}
+
+/// Shared by all reconciles.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Event recorder (events.k8s.io/v1).
+    pub recorder: Recorder,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// A context reporting Events as `pretrain-operator` (instance = pod name, if known).
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+        }
+    }
+}
+
+fn is_code(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Resolves the training config text: inline, or the referenced ConfigMap key.
+async fn resolve_config(
+    job: &PretrainJob,
+    ns: &str,
+    client: &Client,
+) -> Result<Result<String, String>, Error> {
+    if let Some(text) = &job.spec.config.inline {
+        return Ok(Ok(text.clone()));
+    }
+    let Some(r) = &job.spec.config.config_map else {
+        return Ok(Err(String::new())); // reported by validation
+    };
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    Ok(match cms.get_opt(&r.name).await? {
+        None => Err(format!(
+            "config.configMap {:?} not found in namespace {ns:?}; create it or fix the name",
+            r.name
+        )),
+        Some(cm) => match cm.data.and_then(|mut d| d.remove(&r.key)) {
+            Some(text) => Ok(text),
+            None => Err(format!(
+                "config.configMap {:?} has no key {:?}",
+                r.name, r.key
+            )),
+        },
+    })
+}
+
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(), Error>
+where
+    K: Resource + serde::Serialize + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, job: &PretrainJob, outcome: &Outcome) {
+    let reference = job.object_ref(&());
+    for e in &outcome.events {
+        let ev = Event {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.clone(),
+            note: Some(e.message.chars().take(1000).collect()),
+            action: e.reason.clone(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
+            warn!(error = %err, reason = %e.reason, "publishing event failed");
+        }
+    }
+}
+
+async fn write_status(
+    job: &PretrainJob,
+    ns: &str,
+    ctx: &Context,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    if job.status.as_ref() == Some(&outcome.status) {
+        return Ok(());
+    }
+    let api: Api<PretrainJob> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": PretrainJob::api_version(&()),
+        "kind": PretrainJob::kind(&()),
+        "status": outcome.status,
+    });
+    api.patch_status(
+        &job.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn act(job: &PretrainJob, ns: &str, ctx: &Context, action: &Action) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match action {
+        Action::None => {}
+        Action::CreatePods {
+            attempt,
+            resume,
+            ranks,
+        } => {
+            let mut created = 0;
+            for &rank in ranks {
+                let p = pod::build(
+                    job,
+                    PodSlot {
+                        rank,
+                        attempt: *attempt,
+                        resume: *resume,
+                    },
+                )?;
+                match pods.create(&PostParams::default(), &p).await {
+                    Ok(_) => created += 1,
+                    // Deterministic names make a repeated create harmless.
+                    Err(e) if is_code(&e, 409) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            ctx.metrics.pods_created(created);
+            info!(attempt, resume, created, "created pods");
+        }
+        Action::DeletePods { graceful, force } => {
+            let mut deleted = 0;
+            for ((name, uid), force) in graceful
+                .iter()
+                .map(|p| (p, false))
+                .chain(force.iter().map(|p| (p, true)))
+            {
+                // The UID precondition makes sure a stale view never deletes a newer pod that
+                // reuses the name.
+                let dp = DeleteParams {
+                    grace_period_seconds: force.then_some(0),
+                    preconditions: uid.clone().map(|uid| Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                match pods.delete(name, &dp).await {
+                    Ok(_) => deleted += 1,
+                    Err(e) if is_code(&e, 404) || is_code(&e, 409) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            ctx.metrics.pods_deleted(deleted);
+            info!(deleted, "deleted pods");
+        }
+        Action::DeleteJob => {
+            let jobs: Api<PretrainJob> = Api::namespaced(ctx.client.clone(), ns);
+            let dp = DeleteParams::background();
+            match jobs.delete(&job.name_any(), &dp).await {
+                Ok(_) => info!("ttlSecondsAfterFinished elapsed: deleted the job"),
+                Err(e) if is_code(&e, 404) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply_rank_table(
+    job: &PretrainJob,
+    ns: &str,
+    ctx: &Context,
+    attempt: u32,
+    pods: &[Pod],
+) -> Result<(), Error> {
+    let rank_pods: Vec<rank_table::RankPod> = pods
+        .iter()
+        .filter_map(|p| Some((p, PodView::from_pod(p)?)))
+        .filter(|(_, v)| v.attempt == attempt && v.deleting_since.is_none())
+        .map(|(p, v)| rank_table::RankPod {
+            rank: v.rank,
+            devices: rank_table::parse_annotation(
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(rank_table::DEVICE_ANNOTATION)),
+            ),
+            pod_ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        })
+        .collect();
+    let devices = job
+        .spec
+        .accelerator
+        .count_per_node
+        .unwrap_or(job.spec.workers_per_node);
+    let table = rank_table::render(job.spec.nodes, devices, &rank_pods);
+    apply(
+        &Api::namespaced(ctx.client.clone(), ns),
+        &rank_table::build(job, &table),
+    )
+    .await
+}
+
+/// Reconciles one job.
+#[instrument(skip_all, fields(job = %job.name_any(), namespace = job.namespace().unwrap_or_default()))]
+pub async fn reconcile(job: Arc<PretrainJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&job, &ctx).await;
+    ctx.metrics.reconciled(started.elapsed().as_micros() as u64);
+    result
+}
+
+async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Error> {
+    if job.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove pods, Service and ConfigMaps.
+        return Ok(Requeue::await_change());
+    }
+    let ns = resources::namespace(job);
+    let now = Timestamp::now();
+    let current = job.status.clone().unwrap_or_default();
+    let generation = job.metadata.generation;
+
+    let config = if current.phase.is_terminal() {
+        Ok(String::new()) // never re-validated: terminal is sticky
+    } else {
+        resolve_config(job, &ns, &ctx.client).await?
+    };
+    if !current.phase.is_terminal() {
+        let source = match &config {
+            Ok(text) => ConfigSource::Text(text),
+            Err(what) => ConfigSource::Missing(what.clone()),
+        };
+        if let Err(message) = validate::validate(job, source) {
+            let outcome = status::invalid(&current, generation, &message, now);
+            write_status(job, &ns, ctx, &outcome).await?;
+            publish(ctx, job, &outcome).await;
+            if !outcome.events.is_empty() {
+                warn!(%message, "invalid spec");
+            }
+            // Re-check now and then: a missing ConfigMap may appear without the job changing.
+            return Ok(Requeue::requeue(Duration::from_secs(30)));
+        }
+    }
+
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{LABEL_JOB}={}", job.name_any());
+    // A fresh list, not the watch cache: gang decisions must never act on a stale view.
+    let pods: Vec<Pod> = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == job.metadata.uid.as_ref())
+        })
+        .collect();
+    let views: Vec<PodView> = pods.iter().filter_map(PodView::from_pod).collect();
+
+    let outcome = status::decide(
+        &job.name_any(),
+        &job.spec,
+        generation,
+        &current,
+        &views,
+        now,
+    );
+
+    if !outcome.status.phase.is_terminal() {
+        if let Ok(text) = &config {
+            apply(
+                &Api::<Service>::namespaced(ctx.client.clone(), &ns),
+                &service::build(job),
+            )
+            .await?;
+            apply(
+                &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
+                &config_map::build(job, text),
+            )
+            .await?;
+        }
+        if rank_table_enabled(job) {
+            apply_rank_table(job, &ns, ctx, outcome.status.attempt, &pods).await?;
+        }
+    }
+    if outcome.status.phase != current.phase {
+        info!(
+            from = current.phase.as_str(),
+            to = outcome.status.phase.as_str(),
+            attempt = outcome.status.attempt,
+            "phase"
+        );
+    }
+    for e in &outcome.events {
+        match e.reason.as_str() {
+            "RankFailed" => ctx.metrics.failed_rank(),
+            "GangRestart" if outcome.status.phase == Phase::Restarting => {
+                ctx.metrics.gang_restart()
+            }
+            _ => {}
+        }
+    }
+    match write_status(job, &ns, ctx, &outcome).await {
+        // The job was deleted after the watch cache saw it: nothing left to do.
+        Err(Error::Kube(e)) if is_code(&e, 404) => return Ok(Requeue::await_change()),
+        r => r?,
+    }
+    publish(ctx, job, &outcome).await;
+    act(job, &ns, ctx, &outcome.action).await?;
+    Ok(match outcome.requeue_after {
+        Some(d) => Requeue::requeue(d.min(Duration::from_secs(300))),
+        None => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Retries failed reconciles with a short fixed delay (the controller deduplicates).
+pub fn error_policy(_job: Arc<PretrainJob>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(error = %error, "reconcile failed");
+    ctx.metrics.error(error.kind());
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// Builds the controller for all namespaces, or one when `namespace` is set.
+pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<PretrainJob> {
+    let (jobs, pods) = match namespace {
+        Some(ns) => (
+            Api::<PretrainJob>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let owned = watcher::Config::default().labels(LABEL_JOB);
+    Controller::new(jobs, watcher::Config::default()).owns(pods, owned)
+}
+
+/// Phases of all jobs in a controller's store, for `/metrics`.
+pub fn phases(store: &Store<PretrainJob>) -> Vec<Phase> {
+    store
+        .state()
+        .iter()
+        .map(|j| j.status.as_ref().map(|s| s.phase).unwrap_or_default())
+        .collect()
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    controller: Controller<PretrainJob>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

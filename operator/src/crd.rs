@@ -1,0 +1,495 @@
+//! The `PretrainJob` custom resource (group `pretrain.io`, version `v1alpha1`).
+//!
+//! The spec says what to run (image, command, config, overrides), on what (nodes, workers per
+//! node, accelerator) and how to survive failures (checkpoint volume, failure policy, timeouts).
+//! The status is written only by the operator, with server-side apply.
+//!
+//! Cross-field rules are checked by [`crate::validate`] in the reconciler, not by CEL, because
+//! the oldest API server we test against (1.20) has no CEL.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every resource this operator defines.
+pub const GROUP: &str = "pretrain.io";
+
+/// A pretraining run: `nodes` pods, each starting `workersPerNode` training processes.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "pretrain.io",
+    version = "v1alpha1",
+    kind = "PretrainJob",
+    namespaced,
+    status = "PretrainJobStatus",
+    shortname = "ptj",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".spec.nodes"}"#,
+    printcolumn = r#"{"name":"Attempt","type":"integer","jsonPath":".status.attempt","priority":1}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.lastCheckpoint.step"}"#,
+    printcolumn = r#"{"name":"Restarts","type":"integer","jsonPath":".status.restarts"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PretrainJobSpec {
+    /// Number of pods (one per node); the pod with node rank 0 is the rendezvous master.
+    pub nodes: u32,
+    /// Training processes per pod; must equal the accelerator count per node for NVIDIA and
+    /// Ascend.
+    pub workers_per_node: u32,
+    /// Container image holding the `pretrain` binary.
+    pub image: String,
+    /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// Replaces the container command (default `pretrain launch -- pretrain train`). The args
+    /// `--config <file> <overrides...>` are appended either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The training config: inline YAML or a ConfigMap key, plus dotted overrides.
+    pub config: TrainingConfig,
+    /// The accelerator each pod requests.
+    #[serde(default)]
+    pub accelerator: Accelerator,
+    /// Where checkpoints live; the runtime resumes from the last committed one after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointSpec>,
+    /// Rendezvous port on the master pod.
+    #[serde(default = "default_master_port")]
+    pub master_port: u16,
+    /// Extra environment for the training container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// When and how often to restart the gang.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Deadlines.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Scheduler, priority, placement and container resources.
+    #[serde(default)]
+    pub scheduling: Scheduling,
+    /// When true, the pods are deleted and the job waits; unsuspending starts the next attempt
+    /// resuming from the last checkpoint. Suspension does not count as a restart.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Delete the job (and, through owner references, everything it owns) this long after it
+    /// succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<i64>,
+    /// Pod template overrides: labels and annotations added to every pod, and a JSON merge patch
+    /// (RFC 7386) applied to the generated pod spec (`containers` may not be patched; use
+    /// `env`, `scheduling.resources` and `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverrides>,
+}
+
+fn default_master_port() -> u16 {
+    29500
+}
+
+/// The training config, mounted read-only at `/etc/pretrain/config.yaml`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingConfig {
+    /// The config YAML itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+    /// A key of a ConfigMap in the job's namespace holding the config YAML; copied into the
+    /// ConfigMap the job owns on every reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapKey>,
+    /// Dotted overrides `section.key=value`, passed to the runtime as `--section.key=value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
+}
+
+/// A key in a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKey {
+    /// ConfigMap name.
+    pub name: String,
+    /// Key holding the YAML (default `config.yaml`).
+    #[serde(default = "default_config_key")]
+    pub key: String,
+}
+
+fn default_config_key() -> String {
+    "config.yaml".into()
+}
+
+/// Accelerator family.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AcceleratorType {
+    /// Huawei Ascend NPUs (device plugin resource `huawei.com/Ascend910` by default).
+    Ascend,
+    /// NVIDIA GPUs (`nvidia.com/gpu`).
+    #[serde(rename = "NVIDIA")]
+    Nvidia,
+    /// No accelerator.
+    #[default]
+    #[serde(rename = "CPU")]
+    Cpu,
+}
+
+/// The accelerator each pod requests.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accelerator {
+    /// `Ascend`, `NVIDIA` or `CPU`.
+    #[serde(rename = "type", default)]
+    pub kind: AcceleratorType,
+    /// Extended resource name (default `huawei.com/Ascend910` or `nvidia.com/gpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_name: Option<String>,
+    /// Devices per pod (default `workersPerNode`; must equal it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_per_node: Option<u32>,
+    /// Ascend only: generate the HCCL rank table (`hccl.json`) ConfigMap (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_table: Option<bool>,
+}
+
+/// Checkpoint storage.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointSpec {
+    /// A PersistentVolumeClaim in the job's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+    /// Any other volume source (a core/v1 `Volume` without `name`), e.g. `{"hostPath": ...}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::any_object")]
+    pub volume: Option<serde_json::Value>,
+    /// Where the volume is mounted (default `/checkpoints`).
+    #[serde(default = "default_checkpoint_mount")]
+    pub mount_path: String,
+    /// The checkpoint directory, at or under `mountPath` (holds `iteration_<step>/` and the
+    /// commit marker `latest_checkpointed_iteration.txt`).
+    pub path: String,
+}
+
+fn default_checkpoint_mount() -> String {
+    "/checkpoints".into()
+}
+
+/// Restart rules. A failed pod fails the whole attempt; the gang is deleted and recreated.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// Gang restarts allowed before the job fails.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// Consecutive restarts without a newer committed checkpoint allowed before the job fails.
+    #[serde(default = "default_max_restarts_without_progress")]
+    pub max_restarts_without_progress: u32,
+    /// Exit codes that fail the job at once (runtime: 2 config invalid, 3 data/checkpoint
+    /// invalid, 4 diverged).
+    #[serde(default = "default_non_retryable")]
+    pub non_retryable_exit_codes: Vec<i32>,
+    /// Delay before restart n: `min(initial * 2^(n-1), max)`.
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: default_max_restarts(),
+            max_restarts_without_progress: default_max_restarts_without_progress(),
+            non_retryable_exit_codes: default_non_retryable(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+fn default_max_restarts() -> u32 {
+    10
+}
+fn default_max_restarts_without_progress() -> u32 {
+    3
+}
+fn default_non_retryable() -> Vec<i32> {
+    vec![2, 3, 4]
+}
+
+/// Exponential backoff between attempts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    /// First delay.
+    #[serde(default = "default_backoff_initial")]
+    pub initial_seconds: u32,
+    /// Upper bound.
+    #[serde(default = "default_backoff_max")]
+    pub max_seconds: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial_seconds: default_backoff_initial(),
+            max_seconds: default_backoff_max(),
+        }
+    }
+}
+
+fn default_backoff_initial() -> u32 {
+    10
+}
+fn default_backoff_max() -> u32 {
+    300
+}
+
+/// Deadlines; unset means none.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// An attempt whose pods are not all Running this long after creation fails the job
+    /// (unschedulable, image pull errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_seconds: Option<u32>,
+    /// The whole job, from its first start, across attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<u32>,
+    /// A pod terminating this long (lost node) is force-deleted (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_delete_after_seconds: Option<u32>,
+}
+
+/// Placement and resources.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    /// e.g. `volcano` for gang scheduling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: Option<String>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Node labels the pods require.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Container CPU/memory requests and limits; the accelerator resource is added to these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Additions to every pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra pod labels (operator labels win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// JSON merge patch applied to the generated pod spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::any_object")]
+    pub spec: Option<serde_json::Value>,
+}
+
+/// Lifecycle phase.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Not yet reconciled.
+    #[default]
+    Pending,
+    /// The spec failed validation; nothing is created until it is fixed.
+    Invalid,
+    /// Pods of the current attempt exist, not all Running.
+    Starting,
+    /// All pods of the current attempt are Running.
+    Running,
+    /// The gang is being deleted (or backing off) before the next attempt.
+    Restarting,
+    /// Suspended: no pods.
+    Suspended,
+    /// Every pod exited 0 (terminal).
+    Succeeded,
+    /// Failed (terminal).
+    Failed,
+}
+
+impl Phase {
+    /// Succeeded and Failed never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+
+    /// The name used in status, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Invalid => "Invalid",
+            Phase::Starting => "Starting",
+            Phase::Running => "Running",
+            Phase::Restarting => "Restarting",
+            Phase::Suspended => "Suspended",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// All phases, for metrics.
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Invalid,
+        Phase::Starting,
+        Phase::Running,
+        Phase::Restarting,
+        Phase::Suspended,
+        Phase::Succeeded,
+        Phase::Failed,
+    ];
+}
+
+/// Observed state, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PretrainJobStatus {
+    /// The spec generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Lifecycle phase.
+    #[serde(default)]
+    pub phase: Phase,
+    /// `Invalid`, `Running`, `Restarting`, `Suspended`, `Succeeded`, `Failed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Current attempt (1-based; pods carry it as a label). 0 before the first start.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Gang restarts so far (suspensions excluded).
+    #[serde(default)]
+    pub restarts: u32,
+    /// Consecutive restarts without a newer committed checkpoint.
+    #[serde(default)]
+    pub restarts_without_progress: u32,
+    /// The failure that ended the latest failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureRecord>,
+    /// The newest committed checkpoint the runtime reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<CheckpointRecord>,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the current attempt's pods were created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_start_time: Option<Time>,
+    /// Earliest time the next attempt may start (backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// When the job reached Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+}
+
+/// What ended an attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// Node rank of the failed pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
+    /// Failed pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Node it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Container exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// CamelCase reason (runtime's, or `PodFailed`, `PodDeleted`, `NodeLost`, ...).
+    pub reason: String,
+    /// Human-readable detail (the runtime's termination message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}
+
+/// A committed checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRecord {
+    /// Training step.
+    pub step: u64,
+    /// `<dir>/iteration_<step:08>`, when the runtime reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Schema for pass-through objects: any fields, kept as given.
+pub fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let spec: PretrainJobSpec = serde_json::from_value(serde_json::json!({
+            "nodes": 2, "workersPerNode": 8, "image": "pretrain:0.1",
+            "config": {"inline": "seed: 1\n"}
+        }))
+        .expect("valid spec");
+        assert_eq!(spec.master_port, 29500);
+        assert_eq!(spec.failure_policy.non_retryable_exit_codes, vec![2, 3, 4]);
+        assert_eq!(spec.accelerator.kind, AcceleratorType::Cpu);
+        assert!(!spec.suspend);
+    }
+
+    #[test]
+    fn accelerator_names_match_the_documented_spelling() {
+        let a: Accelerator =
+            serde_json::from_value(serde_json::json!({"type": "NVIDIA"})).expect("NVIDIA parses");
+        assert_eq!(a.kind, AcceleratorType::Nvidia);
+        let a: Accelerator =
+            serde_json::from_value(serde_json::json!({"type": "Ascend"})).expect("Ascend parses");
+        assert_eq!(a.kind, AcceleratorType::Ascend);
+    }
+
+    #[test]
+    fn crd_has_short_name_status_and_columns() {
+        let crd = serde_json::to_value(PretrainJob::crd()).expect("crd serializes");
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "ptj");
+        let v = &crd["spec"]["versions"][0];
+        assert!(v["subresources"]["status"].is_object());
+        let cols: Vec<_> = v["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            cols,
+            ["Phase", "Nodes", "Attempt", "Step", "Restarts", "Age"]
+        );
+        let conds =
+            &v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conds["x-kubernetes-list-type"], "map");
+    }
+}

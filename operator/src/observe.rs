@@ -1,0 +1,167 @@
+//! What the state machine needs to know about a pod, extracted once from the API object, and
+//! the runtime's termination message.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::resources::{CONTAINER, LABEL_ATTEMPT, LABEL_RANK};
+
+/// The runtime's termination message, written as one JSON object to
+/// `$PRETRAIN_TERMINATION_LOG` before it exits (see ARCHITECTURE.md). Any other text (e.g. the
+/// log tail Kubernetes substitutes with `FallbackToLogsOnError`) is kept as `message`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationMessage {
+    /// CamelCase reason (`Diverged`, `ConfigInvalid`, `PeerLost`, ...).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// One-line description.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Newest committed checkpoint step when the process exited.
+    #[serde(default)]
+    pub last_checkpoint_step: Option<u64>,
+    /// Its directory.
+    #[serde(default)]
+    pub last_checkpoint_path: Option<String>,
+}
+
+/// Longest message kept in status (the kubelet caps termination messages at 4 KiB anyway).
+const MAX_MESSAGE: usize = 1024;
+
+/// Parses a termination message: JSON if it is JSON, plain text otherwise.
+pub fn parse_termination(text: &str) -> TerminationMessage {
+    let t = text.trim();
+    if let Ok(m) = serde_json::from_str::<TerminationMessage>(t) {
+        return m;
+    }
+    let mut msg: String = t
+        .chars()
+        .rev()
+        .take(MAX_MESSAGE)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if msg.len() < t.len() {
+        msg.insert_str(0, "...");
+    }
+    TerminationMessage {
+        message: (!msg.is_empty()).then_some(msg),
+        ..Default::default()
+    }
+}
+
+/// One pod of the job, as the state machine sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PodView {
+    /// Pod name.
+    pub name: String,
+    /// Pod UID (delete preconditions use it, so a stale view never deletes a newer pod).
+    pub uid: Option<String>,
+    /// Node rank (label).
+    pub rank: u32,
+    /// Attempt (label).
+    pub attempt: u32,
+    /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    pub phase: String,
+    /// Set when the pod is being deleted.
+    pub deleting_since: Option<Timestamp>,
+    /// Exit code of the training container, once terminated.
+    pub exit_code: Option<i32>,
+    /// Container or pod reason (`Error`, `OOMKilled`, `Evicted`, ...).
+    pub reason: Option<String>,
+    /// Parsed termination message.
+    pub termination: Option<TerminationMessage>,
+    /// Node the pod ran on.
+    pub node: Option<String>,
+    /// When the container finished.
+    pub finished_at: Option<Timestamp>,
+}
+
+impl PodView {
+    /// Extracts the view; None for pods without the operator's labels.
+    pub fn from_pod(pod: &Pod) -> Option<Self> {
+        let labels = pod.metadata.labels.as_ref()?;
+        let rank = labels.get(LABEL_RANK)?.parse().ok()?;
+        let attempt = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+        let status = pod.status.as_ref();
+        let terminated = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER))
+            .and_then(|c| c.state.as_ref().and_then(|s| s.terminated.clone()));
+        Some(PodView {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone(),
+            rank,
+            attempt,
+            phase: status
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Pending".into()),
+            deleting_since: pod.metadata.deletion_timestamp.as_ref().map(|t| t.0),
+            exit_code: terminated.as_ref().map(|t| t.exit_code),
+            reason: terminated
+                .as_ref()
+                .and_then(|t| t.reason.clone())
+                .or_else(|| status.and_then(|s| s.reason.clone())),
+            termination: terminated
+                .as_ref()
+                .and_then(|t| t.message.as_deref())
+                .or_else(|| status.and_then(|s| s.message.as_deref()))
+                .map(parse_termination),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            finished_at: terminated
+                .as_ref()
+                .and_then(|t| t.finished_at.as_ref().map(|t| t.0)),
+        })
+    }
+
+    /// Whether the pod still runs or may run (not finished, not being deleted).
+    pub fn is_live(&self) -> bool {
+        self.deleting_since.is_none() && !matches!(self.phase.as_str(), "Succeeded" | "Failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_message_is_structured_and_text_is_kept() {
+        let m = parse_termination(
+            r#"{"reason":"PeerLost","message":"rank 3 closed","lastCheckpointStep":1200,
+                "lastCheckpointPath":"/ckpt/iteration_00001200"}"#,
+        );
+        assert_eq!(m.reason.as_deref(), Some("PeerLost"));
+        assert_eq!(m.last_checkpoint_step, Some(1200));
+        let m = parse_termination("error: config.yaml:3: unknown key `foo`\n");
+        assert_eq!(
+            m.message.as_deref(),
+            Some("error: config.yaml:3: unknown key `foo`")
+        );
+        assert_eq!(m.last_checkpoint_step, None);
+    }
+
+    #[test]
+    fn view_reads_labels_exit_code_and_message() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "run1-1", "uid": "u1",
+                         "labels": {"pretrain.io/node-rank": "1", "pretrain.io/attempt": "2"}},
+            "spec": {"containers": [{"name": "pretrain"}], "nodeName": "n7"},
+            "status": {"phase": "Failed", "containerStatuses": [{
+                "name": "pretrain", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 2, "reason": "Error",
+                          "message": "{\"reason\":\"ConfigInvalid\"}"}}}]}
+        }))
+        .expect("pod parses");
+        let v = PodView::from_pod(&pod).expect("view");
+        assert_eq!((v.rank, v.attempt, v.exit_code), (1, 2, Some(2)));
+        assert_eq!(v.node.as_deref(), Some("n7"));
+        assert_eq!(
+            v.termination.as_ref().expect("msg").reason.as_deref(),
+            Some("ConfigInvalid")
+        );
+        assert!(!v.is_live());
+    }
+}

@@ -1,0 +1,41 @@
+//! The ConfigMap holding the training config the pods mount read-only.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ObjectMeta;
+
+use super::{common_labels, config_map_name, namespace, owner_ref};
+use crate::crd::PretrainJob;
+
+/// Key of the config in the owned ConfigMap (and file name in the mount).
+pub const CONFIG_KEY: &str = "config.yaml";
+/// Directory the config ConfigMap is mounted at.
+pub const CONFIG_DIR: &str = "/etc/pretrain";
+
+/// Builds the owned ConfigMap from the resolved config text (inline, or copied from the
+/// referenced ConfigMap by the controller).
+pub fn build(job: &PretrainJob, config_yaml: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(job)),
+            namespace: Some(namespace(job)),
+            labels: Some(common_labels(job)),
+            owner_references: Some(vec![owner_ref(job)]),
+            ..Default::default()
+        },
+        data: Some([(CONFIG_KEY.to_string(), config_yaml.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures;
+
+    #[test]
+    fn holds_the_config_under_one_key() {
+        let cm = build(&fixtures::cpu_job(), "seed: 42\n");
+        assert_eq!(cm.metadata.name.as_deref(), Some("run1-config"));
+        assert_eq!(cm.data.expect("data")[CONFIG_KEY], "seed: 42\n");
+    }
+}

@@ -1,0 +1,206 @@
+//! The launch contract: environment the operator sets on every pod (see ARCHITECTURE.md,
+//! "Launch contract"). The runtime's launcher reads these and derives per process
+//! `LOCAL_RANK` and `RANK = NODE_RANK * LOCAL_WORLD_SIZE + LOCAL_RANK`.
+
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+use kube::ResourceExt;
+
+use super::config_map::{CONFIG_DIR, CONFIG_KEY};
+use super::master_addr;
+use super::rank_table::{RANK_TABLE_DIR, RANK_TABLE_KEY};
+use crate::crd::{AcceleratorType, PretrainJob};
+
+/// Where the runtime writes its termination message (JSON, see [`crate::status`]).
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// What varies per pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodSlot {
+    /// Node rank, 0-based; rank 0 hosts the rendezvous.
+    pub rank: u32,
+    /// Attempt number, 1-based.
+    pub attempt: u32,
+    /// Whether the runtime should resume from the last committed checkpoint.
+    pub resume: bool,
+}
+
+fn plain(name: &str, value: impl ToString) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.to_string()),
+        value_from: None,
+    }
+}
+
+fn field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Builds the contract environment for one pod, followed by the user's `env` (which may
+/// override anything but the contract variables, since later duplicates win in Kubernetes and
+/// the user's entries come last by design: an escape hatch, documented as such).
+pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
+    let spec = &job.spec;
+    let mut env = vec![
+        plain("MASTER_ADDR", master_addr(job)),
+        plain("MASTER_PORT", spec.master_port),
+        plain("NNODES", spec.nodes),
+        plain("NODE_RANK", slot.rank),
+        plain("LOCAL_WORLD_SIZE", spec.workers_per_node),
+        plain(
+            "WORLD_SIZE",
+            u64::from(spec.nodes) * u64::from(spec.workers_per_node),
+        ),
+        plain("PRETRAIN_JOB_ID", job.name_any()),
+        plain("PRETRAIN_JOB_UID", job.uid().unwrap_or_default()),
+        plain("PRETRAIN_ATTEMPT", slot.attempt),
+        plain("PRETRAIN_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
+        plain("PRETRAIN_RESUME", slot.resume),
+        plain("PRETRAIN_TERMINATION_LOG", TERMINATION_LOG),
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("POD_IP", "status.podIP"),
+    ];
+    if let Some(ckpt) = &spec.checkpoint {
+        env.push(plain("PRETRAIN_CHECKPOINT_DIR", &ckpt.path));
+        if slot.resume {
+            env.push(plain("PRETRAIN_RESUME_FROM", "latest"));
+        }
+    }
+    if spec.accelerator.kind == AcceleratorType::Ascend {
+        let resource = resource_name(job).unwrap_or_default();
+        // The Volcano Ascend plugin writes the assigned devices into a pod annotation named
+        // after the resource; ascend-operator exposes it the same way.
+        env.push(field(
+            "ASCEND_VISIBLE_DEVICES",
+            &format!("metadata.annotations['{resource}']"),
+        ));
+        if rank_table_enabled(job) {
+            env.push(plain(
+                "RANK_TABLE_FILE",
+                format!("{RANK_TABLE_DIR}/{RANK_TABLE_KEY}"),
+            ));
+        }
+    }
+    env.extend(spec.env.iter().cloned());
+    env
+}
+
+/// The extended resource each pod requests, if any.
+pub fn resource_name(job: &PretrainJob) -> Option<String> {
+    let a = &job.spec.accelerator;
+    match a.kind {
+        AcceleratorType::Cpu => None,
+        AcceleratorType::Ascend => Some(
+            a.resource_name
+                .clone()
+                .unwrap_or_else(|| "huawei.com/Ascend910".into()),
+        ),
+        AcceleratorType::Nvidia => Some(
+            a.resource_name
+                .clone()
+                .unwrap_or_else(|| "nvidia.com/gpu".into()),
+        ),
+    }
+}
+
+/// Whether the job gets an HCCL rank table (Ascend, unless turned off).
+pub fn rank_table_enabled(job: &PretrainJob) -> bool {
+    job.spec.accelerator.kind == AcceleratorType::Ascend
+        && job.spec.accelerator.rank_table.unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures;
+
+    fn get<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    }
+
+    #[test]
+    fn contract_for_rank_one_of_a_resumed_attempt() {
+        let env = build(
+            &fixtures::cpu_job(),
+            PodSlot {
+                rank: 1,
+                attempt: 2,
+                resume: true,
+            },
+        );
+        assert_eq!(get(&env, "MASTER_ADDR"), Some("run1-0.run1.ml.svc"));
+        assert_eq!(get(&env, "MASTER_PORT"), Some("29500"));
+        assert_eq!(get(&env, "NNODES"), Some("2"));
+        assert_eq!(get(&env, "NODE_RANK"), Some("1"));
+        assert_eq!(get(&env, "LOCAL_WORLD_SIZE"), Some("4"));
+        assert_eq!(get(&env, "WORLD_SIZE"), Some("8"));
+        assert_eq!(get(&env, "PRETRAIN_ATTEMPT"), Some("2"));
+        assert_eq!(get(&env, "PRETRAIN_RESUME"), Some("true"));
+        assert_eq!(get(&env, "PRETRAIN_RESUME_FROM"), Some("latest"));
+        assert_eq!(
+            get(&env, "PRETRAIN_CHECKPOINT_DIR"),
+            Some("/checkpoints/run1")
+        );
+        assert_eq!(
+            get(&env, "PRETRAIN_CONFIG"),
+            Some("/etc/pretrain/config.yaml")
+        );
+        assert!(get(&env, "RANK_TABLE_FILE").is_none());
+    }
+
+    #[test]
+    fn first_attempt_does_not_resume() {
+        let env = build(
+            &fixtures::cpu_job(),
+            PodSlot {
+                rank: 0,
+                attempt: 1,
+                resume: false,
+            },
+        );
+        assert_eq!(get(&env, "PRETRAIN_RESUME"), Some("false"));
+        assert!(get(&env, "PRETRAIN_RESUME_FROM").is_none());
+    }
+
+    #[test]
+    fn ascend_gets_rank_table_and_visible_devices() {
+        let env = build(
+            &fixtures::ascend_job(),
+            PodSlot {
+                rank: 0,
+                attempt: 1,
+                resume: false,
+            },
+        );
+        assert_eq!(
+            get(&env, "RANK_TABLE_FILE"),
+            Some("/user/serverid/devindex/config/hccl.json")
+        );
+        let dev = env
+            .iter()
+            .find(|e| e.name == "ASCEND_VISIBLE_DEVICES")
+            .expect("set");
+        let path = &dev
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .expect("ref");
+        assert_eq!(
+            path.field_path,
+            "metadata.annotations['huawei.com/Ascend910']"
+        );
+    }
+}

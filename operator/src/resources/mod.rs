@@ -1,0 +1,149 @@
+//! Pure builders for everything a `PretrainJob` owns. No API calls here: each function maps the
+//! job (and, where needed, observed pods) to the object the controller creates or applies.
+//!
+//! - [`service`]: the headless Service giving pods stable DNS names before they are ready
+//! - [`config_map`]: the ConfigMap holding the training config
+//! - [`env`]: the launch-contract environment (documented in ARCHITECTURE.md)
+//! - [`pod`]: one pod per node rank
+//! - [`rank_table`]: the Ascend HCCL rank table (`hccl.json`)
+
+pub mod config_map;
+pub mod env;
+pub mod merge_patch;
+pub mod pod;
+pub mod rank_table;
+pub mod service;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::PretrainJob;
+
+/// Label holding the job name, on every owned object.
+pub const LABEL_JOB: &str = "pretrain.io/job-name";
+/// Label holding the node rank, on pods.
+pub const LABEL_RANK: &str = "pretrain.io/node-rank";
+/// Label holding the attempt number, on pods.
+pub const LABEL_ATTEMPT: &str = "pretrain.io/attempt";
+/// The field manager and `app.kubernetes.io/managed-by` value.
+pub const MANAGER: &str = "pretrain-operator";
+/// Name of the training container.
+pub const CONTAINER: &str = "pretrain";
+
+/// Labels on every object the job owns.
+pub fn common_labels(job: &PretrainJob) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_JOB.to_string(), job.name_any()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGER.to_string(),
+        ),
+    ])
+}
+
+/// The controller owner reference pointing at the job, so deleting the job deletes its
+/// children through garbage collection.
+pub fn owner_ref(job: &PretrainJob) -> OwnerReference {
+    let mut r = job
+        .controller_owner_ref(&())
+        .unwrap_or_else(|| OwnerReference {
+            api_version: PretrainJob::api_version(&()).into_owned(),
+            kind: PretrainJob::kind(&()).into_owned(),
+            name: job.name_any(),
+            uid: String::new(),
+            ..Default::default()
+        });
+    r.block_owner_deletion = Some(true);
+    r
+}
+
+/// Namespace of the job (`default` when unset, as in tests building jobs by hand).
+pub fn namespace(job: &PretrainJob) -> String {
+    job.namespace().unwrap_or_else(|| "default".into())
+}
+
+/// Name of the pod with node rank `rank`; also its hostname.
+pub fn pod_name(job: &PretrainJob, rank: u32) -> String {
+    format!("{}-{rank}", job.name_any())
+}
+
+/// Pod name from a job name (for messages built without the job object).
+pub fn pod_name_for(job_name: &str, rank: u32) -> String {
+    format!("{job_name}-{rank}")
+}
+
+/// Name of the headless Service (the pods' subdomain).
+pub fn service_name(job: &PretrainJob) -> String {
+    job.name_any()
+}
+
+/// Name of the config ConfigMap.
+pub fn config_map_name(job: &PretrainJob) -> String {
+    format!("{}-config", job.name_any())
+}
+
+/// Name of the Ascend rank-table ConfigMap (ascend-operator's naming).
+pub fn rank_table_name(job: &PretrainJob) -> String {
+    format!("rings-config-{}", job.name_any())
+}
+
+/// DNS name of the master (rank 0) pod, resolvable before it is ready because the Service
+/// publishes not-ready addresses.
+pub fn master_addr(job: &PretrainJob) -> String {
+    format!(
+        "{}.{}.{}.svc",
+        pod_name(job, 0),
+        service_name(job),
+        namespace(job)
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::crd::{PretrainJob, PretrainJobSpec};
+
+    /// A job as the API server would return it (uid, namespace, generation set).
+    pub fn job(spec: serde_json::Value) -> PretrainJob {
+        let spec: PretrainJobSpec = serde_json::from_value(spec).expect("fixture spec parses");
+        let mut job = PretrainJob::new("run1", spec);
+        job.metadata.namespace = Some("ml".into());
+        job.metadata.uid = Some("0f0e0d0c-1111-2222-3333-444455556666".into());
+        job.metadata.generation = Some(1);
+        job
+    }
+
+    pub fn cpu_job() -> PretrainJob {
+        job(serde_json::json!({
+            "nodes": 2, "workersPerNode": 4, "image": "pretrain:0.1",
+            "config": {"inline": "seed: 42\n", "overrides": ["training.epochs=1"]},
+            "checkpoint": {"claimName": "ckpt", "path": "/checkpoints/run1"}
+        }))
+    }
+
+    pub fn ascend_job() -> PretrainJob {
+        job(serde_json::json!({
+            "nodes": 2, "workersPerNode": 8, "image": "pretrain:0.1",
+            "config": {"configMap": {"name": "qwen3-32b"}},
+            "accelerator": {"type": "Ascend"},
+            "checkpoint": {"claimName": "ckpt", "path": "/checkpoints/qwen3"}
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_and_master_is_rank_zero() {
+        let job = fixtures::cpu_job();
+        assert_eq!(pod_name(&job, 1), "run1-1");
+        assert_eq!(master_addr(&job), "run1-0.run1.ml.svc");
+        let o = owner_ref(&job);
+        assert_eq!(o.kind, "PretrainJob");
+        assert_eq!(o.controller, Some(true));
+        assert_eq!(o.uid, "0f0e0d0c-1111-2222-3333-444455556666");
+    }
+}

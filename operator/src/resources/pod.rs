@@ -1,0 +1,312 @@
+//! One pod per node rank. Names are stable across attempts (`<job>-<rank>`); the attempt is a
+//! label, and a new attempt is only created once every pod of the previous one is gone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+
+use super::config_map::{CONFIG_DIR, CONFIG_KEY};
+use super::env::{self, PodSlot, TERMINATION_LOG};
+use super::rank_table::{RANK_INDEX_ANNOTATION, RANK_TABLE_DIR};
+use super::{
+    common_labels, config_map_name, merge_patch, namespace, owner_ref, pod_name, rank_table_name,
+    service_name, CONTAINER, LABEL_ATTEMPT, LABEL_RANK,
+};
+use crate::crd::PretrainJob;
+
+/// The default container command: the runtime's launcher, which starts `workersPerNode`
+/// `pretrain train` processes with the contract environment.
+pub const DEFAULT_COMMAND: [&str; 5] = ["pretrain", "launch", "--", "pretrain", "train"];
+
+/// Why a pod could not be built (reported as an `Invalid` condition).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `checkpoint.volume` is not a volume source.
+    #[error("checkpoint.volume is not a valid volume source: {0}")]
+    CheckpointVolume(String),
+    /// `podTemplate.spec` does not patch into a valid pod spec.
+    #[error("podTemplate.spec does not produce a valid pod spec: {0}")]
+    TemplatePatch(String),
+}
+
+/// The container args: the config file, then each override as `--section.key=value`.
+pub fn args(job: &PretrainJob) -> Vec<String> {
+    let mut a = vec!["--config".to_string(), format!("{CONFIG_DIR}/{CONFIG_KEY}")];
+    for o in &job.spec.config.overrides {
+        a.push(if o.starts_with("--") {
+            o.clone()
+        } else {
+            format!("--{o}")
+        });
+    }
+    a
+}
+
+fn resources(job: &PretrainJob) -> Option<ResourceRequirements> {
+    let mut r = job.spec.scheduling.resources.clone().unwrap_or_default();
+    if let Some(name) = env::resource_name(job) {
+        let count = Quantity(
+            job.spec
+                .accelerator
+                .count_per_node
+                .unwrap_or(job.spec.workers_per_node)
+                .to_string(),
+        );
+        r.limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name.clone(), count.clone());
+        r.requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name, count);
+    }
+    (r != ResourceRequirements::default()).then_some(r)
+}
+
+fn checkpoint_volume(job: &PretrainJob) -> Result<Option<(Volume, VolumeMount)>, BuildError> {
+    let Some(c) = &job.spec.checkpoint else {
+        return Ok(None);
+    };
+    let mut vol = match (&c.claim_name, &c.volume) {
+        (Some(claim), _) => Volume {
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        },
+        (None, Some(v)) => {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("name".into(), "checkpoint".into());
+            }
+            serde_json::from_value(v).map_err(|e| BuildError::CheckpointVolume(e.to_string()))?
+        }
+        (None, None) => return Ok(None),
+    };
+    vol.name = "checkpoint".into();
+    let mount = VolumeMount {
+        name: "checkpoint".into(),
+        mount_path: c.mount_path.clone(),
+        ..Default::default()
+    };
+    Ok(Some((vol, mount)))
+}
+
+fn config_map_volume(name: &str, cm: String) -> Volume {
+    Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: cm,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Builds the pod for `slot`.
+pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
+    let spec = &job.spec;
+    let name = pod_name(job, slot.rank);
+    let mut labels = spec
+        .pod_template
+        .as_ref()
+        .map(|t| t.labels.clone())
+        .unwrap_or_default();
+    labels.extend(common_labels(job));
+    labels.insert(LABEL_RANK.into(), slot.rank.to_string());
+    labels.insert(LABEL_ATTEMPT.into(), slot.attempt.to_string());
+    let mut annotations = spec
+        .pod_template
+        .as_ref()
+        .map(|t| t.annotations.clone())
+        .unwrap_or_default();
+
+    let mut volumes = vec![config_map_volume("config", config_map_name(job))];
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if let Some((v, m)) = checkpoint_volume(job)? {
+        volumes.push(v);
+        mounts.push(m);
+    }
+    if env::rank_table_enabled(job) {
+        annotations.insert(RANK_INDEX_ANNOTATION.into(), slot.rank.to_string());
+        volumes.push(config_map_volume("rank-table", rank_table_name(job)));
+        mounts.push(VolumeMount {
+            name: "rank-table".into(),
+            mount_path: RANK_TABLE_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let command = spec
+        .command
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect());
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        command: Some(command),
+        args: Some(args(job)),
+        env: Some(env::build(job, slot)),
+        resources: resources(job),
+        ports: Some(vec![ContainerPort {
+            name: Some("rendezvous".into()),
+            container_port: i32::from(spec.master_port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let s = &spec.scheduling;
+    let mut pod_spec = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".into()),
+        hostname: Some(name.clone()),
+        subdomain: Some(service_name(job)),
+        enable_service_links: Some(false),
+        scheduler_name: s.scheduler_name.clone(),
+        priority_class_name: s.priority_class_name.clone(),
+        node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
+        tolerations: (!s.tolerations.is_empty()).then(|| s.tolerations.clone()),
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    if let Some(patch) = spec.pod_template.as_ref().and_then(|t| t.spec.as_ref()) {
+        let mut v = serde_json::to_value(&pod_spec)
+            .map_err(|e| BuildError::TemplatePatch(e.to_string()))?;
+        merge_patch::apply(&mut v, patch);
+        pod_spec =
+            serde_json::from_value(v).map_err(|e| BuildError::TemplatePatch(e.to_string()))?;
+    }
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace(job)),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![owner_ref(job)]),
+            ..Default::default()
+        },
+        spec: Some(pod_spec),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures;
+
+    fn slot(rank: u32) -> PodSlot {
+        PodSlot {
+            rank,
+            attempt: 1,
+            resume: false,
+        }
+    }
+
+    #[test]
+    fn cpu_pod_has_identity_config_and_checkpoint() {
+        let pod = build(&fixtures::cpu_job(), slot(1)).expect("builds");
+        assert_eq!(pod.metadata.name.as_deref(), Some("run1-1"));
+        let labels = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels[LABEL_RANK], "1");
+        assert_eq!(labels[LABEL_ATTEMPT], "1");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.hostname.as_deref(), Some("run1-1"));
+        assert_eq!(spec.subdomain.as_deref(), Some("run1"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let c = &spec.containers[0];
+        assert_eq!(
+            c.args.as_deref().expect("args"),
+            [
+                "--config",
+                "/etc/pretrain/config.yaml",
+                "--training.epochs=1"
+            ]
+        );
+        assert_eq!(
+            c.command.as_deref().expect("cmd")[0..2],
+            ["pretrain", "launch"]
+        );
+        assert!(c.resources.is_none());
+        let vols = spec.volumes.expect("volumes");
+        assert_eq!(
+            vols[1]
+                .persistent_volume_claim
+                .as_ref()
+                .expect("pvc")
+                .claim_name,
+            "ckpt"
+        );
+    }
+
+    #[test]
+    fn ascend_pod_requests_devices_and_mounts_rank_table() {
+        let pod = build(&fixtures::ascend_job(), slot(1)).expect("builds");
+        assert_eq!(
+            pod.metadata.annotations.as_ref().expect("ann")[RANK_INDEX_ANNOTATION],
+            "1"
+        );
+        let spec = pod.spec.expect("spec");
+        let r = spec.containers[0].resources.clone().expect("resources");
+        assert_eq!(r.limits.expect("limits")["huawei.com/Ascend910"].0, "8");
+        assert_eq!(r.requests.expect("requests")["huawei.com/Ascend910"].0, "8");
+        let vols = spec.volumes.expect("volumes");
+        assert!(vols.iter().any(|v| v
+            .config_map
+            .as_ref()
+            .is_some_and(|c| c.name == "rings-config-run1")));
+    }
+
+    #[test]
+    fn nvidia_pod_requests_gpus_on_top_of_user_resources() {
+        let job = fixtures::job(serde_json::json!({
+            "nodes": 1, "workersPerNode": 8, "image": "i", "config": {"inline": "a: 1"},
+            "accelerator": {"type": "NVIDIA"},
+            "scheduling": {"resources": {"limits": {"memory": "64Gi"}}, "schedulerName": "volcano"}
+        }));
+        let pod = build(&job, slot(0)).expect("builds");
+        let spec = pod.spec.expect("spec");
+        let limits = spec.containers[0]
+            .resources
+            .clone()
+            .expect("r")
+            .limits
+            .expect("limits");
+        assert_eq!(limits["nvidia.com/gpu"].0, "8");
+        assert_eq!(limits["memory"].0, "64Gi");
+        assert_eq!(spec.scheduler_name.as_deref(), Some("volcano"));
+    }
+
+    #[test]
+    fn template_patch_and_any_volume_source() {
+        let job = fixtures::job(serde_json::json!({
+            "nodes": 1, "workersPerNode": 1, "image": "i", "config": {"inline": "a: 1"},
+            "checkpoint": {"volume": {"hostPath": {"path": "/data/ckpt"}}, "path": "/checkpoints/x"},
+            "podTemplate": {"labels": {"team": "llm"}, "spec": {"hostNetwork": true, "enableServiceLinks": null}}
+        }));
+        let pod = build(&job, slot(0)).expect("builds");
+        assert_eq!(pod.metadata.labels.expect("labels")["team"], "llm");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.enable_service_links, None);
+        let v = &spec.volumes.expect("volumes")[1];
+        assert_eq!(v.name, "checkpoint");
+        assert_eq!(v.host_path.as_ref().expect("hostPath").path, "/data/ckpt");
+    }
+}

@@ -1,0 +1,576 @@
+//! The job state machine, as a pure function: (spec, current status, pods, now) -> (new
+//! status, one action, events). The controller writes the status first and then performs the
+//! action, so a crash between the two is repaired by the next reconcile:
+//!
+//! ```text
+//!  Pending ──start──▶ Starting ──all pods Running──▶ Running ──all pods exit 0──▶ Succeeded
+//!                       │  ▲                           │
+//!             pod fails │  └──── gang gone, backoff ───┤ pod fails / lost / deleted
+//!                       ▼        elapsed: attempt+1    ▼
+//!                   Restarting ◀───────────────────────┘
+//!   any ──non-retryable exit, budget or no-progress limit, deadline──▶ Failed (sticky)
+//!   any ──suspend──▶ Suspended (pods deleted) ──unsuspend──▶ Restarting (not counted)
+//! ```
+//!
+//! Attempt N+1 is only created once every pod of attempt N is gone (blocking recreate), and
+//! every attempt after the first resumes from the last committed checkpoint.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{FailureRecord, Phase, PretrainJobSpec, PretrainJobStatus};
+use crate::observe::PodView;
+
+mod conditions;
+mod failure;
+
+pub use conditions::set_condition;
+use failure::{delete_all, failure_reason, reported_checkpoint, root_failure, ttl_requeue};
+
+/// Re-check a job at least this often while pods are being deleted.
+const DELETE_POLL: Duration = Duration::from_secs(2);
+
+/// What the controller does after writing the new status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to change.
+    None,
+    /// Create the pods of these ranks for `attempt` (409 = already there, fine).
+    CreatePods {
+        /// Attempt number the pods carry.
+        attempt: u32,
+        /// Resume from the last committed checkpoint.
+        resume: bool,
+        /// Ranks to create.
+        ranks: Vec<u32>,
+    },
+    /// Delete these pods (name, uid precondition); `force` ones with grace period 0.
+    DeletePods {
+        /// Graceful deletes.
+        graceful: Vec<(String, Option<String>)>,
+        /// Forced deletes (stuck terminating, e.g. on a lost node).
+        force: Vec<(String, Option<String>)>,
+    },
+    /// `ttlSecondsAfterFinished` elapsed: delete the job itself.
+    DeleteJob,
+}
+
+/// A Kubernetes Event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEvent {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable note.
+    pub message: String,
+}
+
+/// The decision for one reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Status to write.
+    pub status: PretrainJobStatus,
+    /// What to do next.
+    pub action: Action,
+    /// Events for the transitions made.
+    pub events: Vec<JobEvent>,
+    /// When to look again at the latest (deadlines, backoff); None = on the next change.
+    pub requeue_after: Option<Duration>,
+}
+
+fn time(ts: Timestamp) -> Time {
+    Time(ts)
+}
+
+fn secs_between(from: Timestamp, to: Timestamp) -> i64 {
+    to.as_second() - from.as_second()
+}
+
+fn until(now: Timestamp, deadline_secs: i64) -> Duration {
+    Duration::from_secs(
+        u64::try_from(deadline_secs - now.as_second())
+            .unwrap_or(0)
+            .max(1),
+    )
+}
+
+/// Delay before restart number `restarts` (1-based): `min(initial * 2^(restarts-1), max)`.
+pub fn backoff(spec: &PretrainJobSpec, restarts: u32) -> Duration {
+    let b = &spec.failure_policy.backoff;
+    let shift = restarts.saturating_sub(1).min(30);
+    let secs = u64::from(b.initial_seconds).saturating_mul(1u64 << shift);
+    Duration::from_secs(secs.min(u64::from(b.max_seconds)))
+}
+
+struct Ctx<'a> {
+    spec: &'a PretrainJobSpec,
+    now: Timestamp,
+    st: PretrainJobStatus,
+    events: Vec<JobEvent>,
+}
+
+impl Ctx<'_> {
+    fn event(&mut self, warning: bool, reason: &str, message: String) {
+        self.events.push(JobEvent {
+            warning,
+            reason: reason.into(),
+            message,
+        });
+    }
+
+    fn outcome(self, action: Action, requeue_after: Option<Duration>) -> Outcome {
+        Outcome {
+            status: self.st,
+            action,
+            events: self.events,
+            requeue_after,
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.st.phase = phase;
+    }
+
+    /// Terminal failure: sticky phase, condition, event, and every live pod deleted.
+    fn fail(mut self, reason: &str, message: String, pods: &[PodView]) -> Outcome {
+        let now = self.now;
+        self.set_phase(Phase::Failed);
+        self.st.completion_time = Some(time(now));
+        self.st.next_attempt_time = None;
+        set_condition(&mut self.st, "Running", false, reason, "", now);
+        set_condition(&mut self.st, "Restarting", false, reason, "", now);
+        set_condition(&mut self.st, "Failed", true, reason, &message, now);
+        self.event(true, "Failed", format!("{reason}: {message}"));
+        // Only running pods are stopped; finished ones stay so their logs can be read (the
+        // job's TTL or deletion removes them).
+        let live: Vec<PodView> = pods.iter().filter(|p| p.is_live()).cloned().collect();
+        let action = delete_all(&live, self.spec, now);
+        let requeue = ttl_requeue(self.spec, &self.st, now);
+        self.outcome(action, requeue)
+    }
+
+    fn start_attempt(mut self, resume: bool) -> Outcome {
+        let now = self.now;
+        self.st.attempt += 1;
+        self.st.attempt_start_time = Some(time(now));
+        self.st.next_attempt_time = None;
+        self.set_phase(Phase::Starting);
+        set_condition(&mut self.st, "Restarting", false, "AttemptStarted", "", now);
+        let attempt = self.st.attempt;
+        if resume {
+            let from = match &self.st.last_checkpoint {
+                Some(c) => format!("the last committed checkpoint (step {} reported)", c.step),
+                None => "the last committed checkpoint, if any".into(),
+            };
+            self.event(
+                false,
+                "GangRestart",
+                format!("creating attempt {attempt}, resuming from {from}"),
+            );
+        } else {
+            self.event(false, "Started", format!("creating attempt {attempt}"));
+        }
+        let ranks = (0..self.spec.nodes).collect();
+        let requeue = self
+            .spec
+            .timeouts
+            .startup_seconds
+            .map(|s| Duration::from_secs(s.into()));
+        self.outcome(
+            Action::CreatePods {
+                attempt,
+                resume,
+                ranks,
+            },
+            requeue,
+        )
+    }
+}
+
+/// Status for a spec that failed validation: `Invalid` condition and phase (unless the job is
+/// already terminal), an Event when the message changes, nothing created.
+pub fn invalid(
+    current: &PretrainJobStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> Outcome {
+    let mut st = current.clone();
+    st.observed_generation = generation;
+    let changed = !st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Invalid" && c.status == "True" && c.message == message);
+    set_condition(&mut st, "Invalid", true, "InvalidSpec", message, now);
+    if !st.phase.is_terminal() {
+        st.phase = Phase::Invalid;
+    }
+    let events = if changed {
+        vec![JobEvent {
+            warning: true,
+            reason: "InvalidSpec".into(),
+            message: message.into(),
+        }]
+    } else {
+        vec![]
+    };
+    Outcome {
+        status: st,
+        action: Action::None,
+        events,
+        requeue_after: None,
+    }
+}
+
+/// Decides the next step for a valid job. `pods` are all pods labelled with the job's name.
+pub fn decide(
+    name: &str,
+    spec: &PretrainJobSpec,
+    generation: Option<i64>,
+    current: &PretrainJobStatus,
+    pods: &[PodView],
+    now: Timestamp,
+) -> Outcome {
+    let mut st = current.clone();
+    st.observed_generation = generation;
+    set_condition(&mut st, "Invalid", false, "SpecValid", "", now);
+    if st.phase == Phase::Invalid {
+        // Back to what the pods say; phase is recomputed below.
+        st.phase = if st.attempt == 0 {
+            Phase::Pending
+        } else {
+            Phase::Starting
+        };
+    }
+    let mut cx = Ctx {
+        spec,
+        now,
+        st,
+        events: vec![],
+    };
+
+    if cx.st.phase.is_terminal() {
+        let action = if cx.st.phase == Phase::Failed {
+            delete_all(
+                &pods
+                    .iter()
+                    .filter(|p| p.is_live())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                spec,
+                now,
+            )
+        } else {
+            Action::None
+        };
+        if action == Action::None {
+            if let Some(ttl) = spec.ttl_seconds_after_finished {
+                let done = cx.st.completion_time.as_ref().map(|t| t.0.as_second());
+                if done.is_some_and(|d| now.as_second() >= d + ttl) {
+                    return cx.outcome(Action::DeleteJob, None);
+                }
+            }
+        }
+        let requeue = ttl_requeue(spec, &cx.st, now);
+        return cx.outcome(action, requeue);
+    }
+
+    if let (Some(limit), Some(start)) = (spec.timeouts.active_deadline_seconds, &cx.st.start_time) {
+        if secs_between(start.0, now) >= i64::from(limit) {
+            let msg = format!("the job ran longer than activeDeadlineSeconds ({limit}s)");
+            return cx.fail("DeadlineExceeded", msg, pods);
+        }
+    }
+
+    if spec.suspend {
+        if cx.st.phase != Phase::Suspended {
+            cx.set_phase(Phase::Suspended);
+            set_condition(
+                &mut cx.st,
+                "Suspended",
+                true,
+                "Suspended",
+                "spec.suspend is true",
+                now,
+            );
+            set_condition(&mut cx.st, "Running", false, "Suspended", "", now);
+            cx.event(
+                false,
+                "Suspended",
+                "deleting all pods; state and restart counts are kept".into(),
+            );
+        }
+        let action = delete_all(pods, spec, now);
+        let requeue = (action != Action::None).then_some(DELETE_POLL);
+        return cx.outcome(action, requeue);
+    }
+    if cx.st.phase == Phase::Suspended {
+        set_condition(&mut cx.st, "Suspended", false, "Resumed", "", now);
+        cx.event(
+            false,
+            "Resumed",
+            "spec.suspend is false; starting the next attempt".into(),
+        );
+        cx.st.next_attempt_time = None;
+        // Before the first start there is nothing to resume from.
+        cx.set_phase(if cx.st.attempt == 0 {
+            Phase::Pending
+        } else {
+            Phase::Restarting
+        });
+    }
+
+    if cx.st.phase == Phase::Restarting {
+        if !pods.is_empty() {
+            let action = delete_all(pods, spec, now);
+            return cx.outcome(action, Some(DELETE_POLL));
+        }
+        if let Some(next) = &cx.st.next_attempt_time {
+            if next.0 > now {
+                let wait = until(now, next.0.as_second());
+                return cx.outcome(Action::None, Some(wait));
+            }
+        }
+        return cx.start_attempt(true);
+    }
+
+    if cx.st.attempt == 0 {
+        if !pods.is_empty() {
+            let action = delete_all(pods, spec, now);
+            return cx.outcome(action, Some(DELETE_POLL));
+        }
+        cx.st.start_time = Some(time(now));
+        return cx.start_attempt(false);
+    }
+
+    // Starting or Running attempt N. Pods of other attempts are leftovers: remove them first.
+    let attempt = cx.st.attempt;
+    let stale: Vec<PodView> = pods
+        .iter()
+        .filter(|p| p.attempt != attempt)
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        let action = delete_all(&stale, spec, now);
+        return cx.outcome(action, Some(DELETE_POLL));
+    }
+    let mut failed: Vec<&PodView> = pods
+        .iter()
+        .filter(|p| failure_reason(p).is_some())
+        .collect();
+    failed.sort_by_key(|p| p.rank);
+    let present: Vec<u32> = pods.iter().map(|p| p.rank).collect();
+    let missing: Vec<u32> = (0..spec.nodes).filter(|r| !present.contains(r)).collect();
+
+    let root = root_failure(spec, &failed).cloned();
+    let vanished = (cx.st.phase == Phase::Running)
+        .then(|| missing.first().copied())
+        .flatten();
+    if root.is_some() || vanished.is_some() {
+        let record = match &root {
+            Some(p) => {
+                let t = p.termination.clone().unwrap_or_default();
+                FailureRecord {
+                    attempt,
+                    rank: Some(p.rank),
+                    pod: Some(p.name.clone()),
+                    node: p.node.clone(),
+                    exit_code: p.exit_code,
+                    reason: t
+                        .reason
+                        .or_else(|| p.reason.clone())
+                        .unwrap_or_else(|| failure_reason(p).unwrap_or("PodFailed").into()),
+                    message: t.message.filter(|m| !m.is_empty()),
+                    time: Some(time(now)),
+                }
+            }
+            None => {
+                let rank = vanished.unwrap_or_default();
+                FailureRecord {
+                    attempt,
+                    rank: Some(rank),
+                    pod: Some(crate::resources::pod_name_for(name, rank)),
+                    reason: "PodMissing".into(),
+                    message: format!(
+                        "the pod of rank {rank} disappeared while the job was running"
+                    )
+                    .into(),
+                    time: Some(time(now)),
+                    ..Default::default()
+                }
+            }
+        };
+        let progressed = match reported_checkpoint(pods, cx.st.last_checkpoint.as_ref()) {
+            Some(c) => {
+                cx.event(
+                    false,
+                    "CheckpointCommitted",
+                    format!("step {} at {}", c.step, c.path.as_deref().unwrap_or("?")),
+                );
+                cx.st.last_checkpoint = Some(c);
+                true
+            }
+            None => false,
+        };
+        let exit = record
+            .exit_code
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| "no exit code".into());
+        let summary = format!(
+            "attempt {attempt}: rank {} (pod {}{}) failed: {exit}, {}{}",
+            record.rank.unwrap_or_default(),
+            record.pod.clone().unwrap_or_default(),
+            record
+                .node
+                .as_ref()
+                .map(|n| format!(" on {n}"))
+                .unwrap_or_default(),
+            record.reason,
+            record
+                .message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default(),
+        );
+        cx.event(true, "RankFailed", summary.clone());
+        cx.st.last_failure = Some(record.clone());
+        let policy = &spec.failure_policy;
+        if let Some(code) = record
+            .exit_code
+            .filter(|c| policy.non_retryable_exit_codes.contains(c))
+        {
+            return cx.fail(
+                "NonRetryableExitCode",
+                format!("exit code {code} is not retryable; {summary}"),
+                pods,
+            );
+        }
+        if cx.st.restarts >= policy.max_restarts {
+            let msg = format!(
+                "restart budget exhausted ({} of {}); {summary}",
+                cx.st.restarts, policy.max_restarts
+            );
+            return cx.fail("RestartBudgetExhausted", msg, pods);
+        }
+        let without = if progressed {
+            0
+        } else {
+            cx.st.restarts_without_progress + 1
+        };
+        if without > policy.max_restarts_without_progress {
+            let msg = format!(
+                "{without} consecutive failed attempts without a newer checkpoint (limit {}); {summary}",
+                policy.max_restarts_without_progress
+            );
+            return cx.fail("NoProgress", msg, pods);
+        }
+        cx.st.restarts += 1;
+        cx.st.restarts_without_progress = without;
+        let delay = backoff(spec, cx.st.restarts);
+        let delay_secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
+        cx.st.next_attempt_time = Timestamp::from_second(now.as_second() + delay_secs)
+            .ok()
+            .map(time);
+        cx.set_phase(Phase::Restarting);
+        set_condition(&mut cx.st, "Running", false, "GangRestart", "", now);
+        set_condition(
+            &mut cx.st,
+            "Restarting",
+            true,
+            &record.reason,
+            &summary,
+            now,
+        );
+        cx.event(
+            false,
+            "GangRestart",
+            format!(
+                "deleting attempt {attempt}; attempt {} starts in {}s",
+                attempt + 1,
+                delay.as_secs()
+            ),
+        );
+        let action = delete_all(pods, spec, now);
+        return cx.outcome(
+            action,
+            Some(DELETE_POLL.min(delay.max(Duration::from_secs(1)))),
+        );
+    }
+
+    if missing.is_empty() && pods.iter().all(|p| p.phase == "Succeeded") {
+        if let Some(c) = reported_checkpoint(pods, cx.st.last_checkpoint.as_ref()) {
+            cx.st.last_checkpoint = Some(c);
+        }
+        cx.set_phase(Phase::Succeeded);
+        cx.st.completion_time = Some(time(now));
+        set_condition(&mut cx.st, "Running", false, "Succeeded", "", now);
+        set_condition(
+            &mut cx.st,
+            "Succeeded",
+            true,
+            "AllRanksSucceeded",
+            "every pod exited 0",
+            now,
+        );
+        cx.event(
+            false,
+            "Succeeded",
+            format!("all {} pods exited 0 in attempt {attempt}", spec.nodes),
+        );
+        let requeue = ttl_requeue(spec, &cx.st, now);
+        return cx.outcome(Action::None, requeue);
+    }
+
+    if !missing.is_empty() {
+        // Starting: pods not created yet (or the operator stopped half way): create them.
+        return cx.outcome(
+            Action::CreatePods {
+                attempt,
+                resume: attempt > 1,
+                ranks: missing,
+            },
+            Some(DELETE_POLL),
+        );
+    }
+
+    let all_running = pods
+        .iter()
+        .all(|p| matches!(p.phase.as_str(), "Running" | "Succeeded"));
+    if all_running {
+        if cx.st.phase != Phase::Running {
+            cx.set_phase(Phase::Running);
+            set_condition(&mut cx.st, "Running", true, "AllPodsRunning", "", now);
+            cx.event(
+                false,
+                "Running",
+                format!("all {} pods of attempt {attempt} are running", spec.nodes),
+            );
+        }
+        return cx.outcome(Action::None, None);
+    }
+    cx.set_phase(Phase::Starting);
+    if let (Some(limit), Some(started)) = (spec.timeouts.startup_seconds, &cx.st.attempt_start_time)
+    {
+        let deadline = started.0.as_second() + i64::from(limit);
+        if now.as_second() >= deadline {
+            let waiting: Vec<&str> = pods
+                .iter()
+                .filter(|p| p.phase != "Running")
+                .map(|p| p.name.as_str())
+                .collect();
+            let msg = format!(
+                "pods not running {limit}s after creation: {}",
+                waiting.join(", ")
+            );
+            return cx.fail("StartupTimeout", msg, pods);
+        }
+        return cx.outcome(Action::None, Some(until(now, deadline)));
+    }
+    cx.outcome(Action::None, None)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,383 @@
+use super::*;
+use crate::crd::CheckpointRecord;
+use crate::observe::TerminationMessage;
+
+fn spec(extra: serde_json::Value) -> PretrainJobSpec {
+    let mut v = serde_json::json!({
+        "nodes": 2, "workersPerNode": 1, "image": "i", "config": {"inline": "a: 1"},
+        "failurePolicy": {"maxRestarts": 3, "maxRestartsWithoutProgress": 1,
+                          "backoff": {"initialSeconds": 10, "maxSeconds": 25}}
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    serde_json::from_value(v).expect("spec parses")
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).expect("valid time")
+}
+
+fn pod(rank: u32, attempt: u32, phase: &str) -> PodView {
+    PodView {
+        name: format!("run1-{rank}"),
+        uid: Some(format!("uid-{attempt}-{rank}")),
+        rank,
+        attempt,
+        phase: phase.into(),
+        ..Default::default()
+    }
+}
+
+fn failed(rank: u32, attempt: u32, code: i32, step: Option<u64>) -> PodView {
+    PodView {
+        exit_code: Some(code),
+        node: Some("n1".into()),
+        termination: Some(TerminationMessage {
+            reason: Some("PeerLost".into()),
+            message: Some("boom".into()),
+            last_checkpoint_step: step,
+            last_checkpoint_path: step.map(|s| format!("/ckpt/iteration_{s:08}")),
+        }),
+        ..pod(rank, attempt, "Failed")
+    }
+}
+
+fn running(attempt: u32) -> PretrainJobStatus {
+    PretrainJobStatus {
+        phase: Phase::Running,
+        attempt,
+        start_time: Some(Time(t(0))),
+        ..Default::default()
+    }
+}
+
+fn decide_at(
+    spec: &PretrainJobSpec,
+    st: &PretrainJobStatus,
+    pods: &[PodView],
+    now: i64,
+) -> Outcome {
+    decide("run1", spec, Some(1), st, pods, t(now))
+}
+
+#[test]
+fn new_job_creates_attempt_one_without_resume() {
+    let o = decide_at(
+        &spec(serde_json::json!({})),
+        &PretrainJobStatus::default(),
+        &[],
+        0,
+    );
+    assert_eq!(
+        o.action,
+        Action::CreatePods {
+            attempt: 1,
+            resume: false,
+            ranks: vec![0, 1]
+        }
+    );
+    assert_eq!(o.status.phase, Phase::Starting);
+    assert_eq!(o.status.attempt, 1);
+    assert_eq!(o.status.observed_generation, Some(1));
+    assert!(o.status.start_time.is_some());
+    assert_eq!(o.events[0].reason, "Started");
+}
+
+#[test]
+fn all_running_is_running_and_missing_pods_are_created_while_starting() {
+    let s = spec(serde_json::json!({}));
+    let mut st = running(1);
+    st.phase = Phase::Starting;
+    let o = decide_at(&s, &st, &[pod(0, 1, "Running")], 5);
+    assert_eq!(
+        o.action,
+        Action::CreatePods {
+            attempt: 1,
+            resume: false,
+            ranks: vec![1]
+        }
+    );
+    let o = decide_at(&s, &st, &[pod(0, 1, "Running"), pod(1, 1, "Running")], 5);
+    assert_eq!(o.status.phase, Phase::Running);
+    assert_eq!(o.action, Action::None);
+    assert!(o
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Running" && c.status == "True"));
+}
+
+#[test]
+fn retryable_failure_deletes_gang_then_recreates_with_resume_after_backoff() {
+    let s = spec(serde_json::json!({}));
+    let pods = [failed(1, 1, 1, Some(100)), pod(0, 1, "Running")];
+    let o = decide_at(&s, &running(1), &pods, 50);
+    assert_eq!(o.status.phase, Phase::Restarting);
+    assert_eq!(o.status.restarts, 1);
+    assert_eq!(o.status.restarts_without_progress, 0);
+    assert_eq!(o.status.last_checkpoint.as_ref().map(|c| c.step), Some(100));
+    let f = o.status.last_failure.clone().expect("failure recorded");
+    assert_eq!(
+        (f.rank, f.exit_code, f.reason.as_str()),
+        (Some(1), Some(1), "PeerLost")
+    );
+    assert_eq!(f.node.as_deref(), Some("n1"));
+    match &o.action {
+        Action::DeletePods { graceful, force } => {
+            assert_eq!(graceful.len(), 2);
+            assert!(force.is_empty());
+        }
+        a => panic!("expected delete, got {a:?}"),
+    }
+    let reasons: Vec<_> = o.events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["CheckpointCommitted", "RankFailed", "GangRestart"]
+    );
+
+    // Pods still terminating: wait, never create.
+    let mut gone = pods.clone();
+    gone.iter_mut().for_each(|p| p.deleting_since = Some(t(51)));
+    let o2 = decide_at(&s, &o.status, &gone, 52);
+    assert_eq!(o2.action, Action::None);
+    // Gone but backoff (10 s) not elapsed.
+    let o3 = decide_at(&s, &o.status, &[], 55);
+    assert_eq!(o3.action, Action::None);
+    assert_eq!(o3.requeue_after, Some(Duration::from_secs(5)));
+    // Backoff elapsed: attempt 2, resuming.
+    let o4 = decide_at(&s, &o.status, &[], 60);
+    assert_eq!(
+        o4.action,
+        Action::CreatePods {
+            attempt: 2,
+            resume: true,
+            ranks: vec![0, 1]
+        }
+    );
+    assert_eq!(o4.status.phase, Phase::Starting);
+    assert_eq!(o4.events[0].reason, "GangRestart");
+}
+
+#[test]
+fn non_retryable_exit_fails_at_once_and_stays_failed() {
+    let s = spec(serde_json::json!({}));
+    // Rank 0 exits 1 (lost peer) later than rank 1's config error: the config error decides.
+    let mut p0 = failed(0, 1, 1, None);
+    p0.finished_at = Some(t(30));
+    let mut p1 = failed(1, 1, 2, None);
+    p1.finished_at = Some(t(31));
+    let o = decide_at(&s, &running(1), &[p0, p1], 40);
+    assert_eq!(o.status.phase, Phase::Failed);
+    assert_eq!(o.status.restarts, 0);
+    assert_eq!(
+        o.status.last_failure.as_ref().and_then(|f| f.exit_code),
+        Some(2)
+    );
+    let c = o
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("condition");
+    assert_eq!(c.reason, "NonRetryableExitCode");
+    // Terminal is sticky: nothing to do even when the spec changes.
+    let o2 = decide_at(&s, &o.status, &[], 100);
+    assert_eq!(o2.status.phase, Phase::Failed);
+    assert_eq!(o2.action, Action::None);
+}
+
+#[test]
+fn restart_budget_and_no_progress_limits_fail_the_job() {
+    let s = spec(serde_json::json!({}));
+    let mut st = running(4);
+    st.restarts = 3;
+    let o = decide_at(
+        &s,
+        &st,
+        &[failed(0, 4, 1, Some(500)), pod(1, 4, "Running")],
+        10,
+    );
+    assert_eq!(o.status.phase, Phase::Failed);
+    assert!(o
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.reason == "RestartBudgetExhausted"));
+    // The running pod is stopped; the failed one is kept for its logs.
+    assert_eq!(
+        o.action,
+        Action::DeletePods {
+            graceful: vec![("run1-1".into(), Some("uid-4-1".into()))],
+            force: vec![]
+        }
+    );
+
+    let mut st = running(2);
+    st.restarts = 1;
+    st.restarts_without_progress = 1;
+    st.last_checkpoint = Some(CheckpointRecord {
+        step: 100,
+        path: None,
+    });
+    let o = decide_at(
+        &s,
+        &st,
+        &[failed(0, 2, 1, Some(100)), pod(1, 2, "Running")],
+        10,
+    );
+    assert_eq!(o.status.phase, Phase::Failed);
+    assert!(o.status.conditions.iter().any(|c| c.reason == "NoProgress"));
+}
+
+#[test]
+fn backoff_doubles_and_caps() {
+    let s = spec(serde_json::json!({}));
+    let secs: Vec<u64> = (1..=4).map(|n| backoff(&s, n).as_secs()).collect();
+    assert_eq!(secs, [10, 20, 25, 25]);
+}
+
+#[test]
+fn vanished_pod_while_running_is_a_failure_and_stale_pods_are_deleted() {
+    let s = spec(serde_json::json!({}));
+    let o = decide_at(&s, &running(1), &[pod(0, 1, "Running")], 10);
+    assert_eq!(o.status.phase, Phase::Restarting);
+    assert_eq!(
+        o.status.last_failure.as_ref().map(|f| f.reason.as_str()),
+        Some("PodMissing")
+    );
+    assert_eq!(
+        o.status
+            .last_failure
+            .as_ref()
+            .and_then(|f| f.pod.clone())
+            .as_deref(),
+        Some("run1-1")
+    );
+
+    let mut st = running(2);
+    st.phase = Phase::Starting;
+    let o = decide_at(&s, &st, &[pod(0, 1, "Running")], 10);
+    assert_eq!(
+        o.action,
+        Action::DeletePods {
+            graceful: vec![("run1-0".into(), Some("uid-1-0".into()))],
+            force: vec![]
+        }
+    );
+}
+
+#[test]
+fn suspend_deletes_pods_and_resume_starts_next_attempt_without_counting() {
+    let s = spec(serde_json::json!({"suspend": true}));
+    let o = decide_at(
+        &s,
+        &running(1),
+        &[pod(0, 1, "Running"), pod(1, 1, "Running")],
+        10,
+    );
+    assert_eq!(o.status.phase, Phase::Suspended);
+    assert!(matches!(o.action, Action::DeletePods { .. }));
+    let unsuspended = spec(serde_json::json!({}));
+    let o2 = decide_at(&unsuspended, &o.status, &[], 20);
+    assert_eq!(
+        o2.action,
+        Action::CreatePods {
+            attempt: 2,
+            resume: true,
+            ranks: vec![0, 1]
+        }
+    );
+    assert_eq!(o2.status.restarts, 0);
+    let reasons: Vec<_> = o2.events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(reasons, ["Resumed", "GangRestart"]);
+}
+
+#[test]
+fn success_and_ttl() {
+    let s = spec(serde_json::json!({"ttlSecondsAfterFinished": 60}));
+    let o = decide_at(
+        &s,
+        &running(1),
+        &[pod(0, 1, "Succeeded"), pod(1, 1, "Succeeded")],
+        10,
+    );
+    assert_eq!(o.status.phase, Phase::Succeeded);
+    assert_eq!(o.requeue_after, Some(Duration::from_secs(60)));
+    assert_eq!(decide_at(&s, &o.status, &[], 69).action, Action::None);
+    assert_eq!(decide_at(&s, &o.status, &[], 70).action, Action::DeleteJob);
+}
+
+#[test]
+fn startup_and_active_deadlines() {
+    let s = spec(
+        serde_json::json!({"timeouts": {"startupSeconds": 30, "activeDeadlineSeconds": 1000}}),
+    );
+    let mut st = running(1);
+    st.phase = Phase::Starting;
+    st.attempt_start_time = Some(Time(t(0)));
+    let pods = [pod(0, 1, "Running"), pod(1, 1, "Pending")];
+    let o = decide_at(&s, &st, &pods, 10);
+    assert_eq!(o.requeue_after, Some(Duration::from_secs(20)));
+    let o = decide_at(&s, &st, &pods, 30);
+    assert_eq!(o.status.phase, Phase::Failed);
+    assert!(o
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.reason == "StartupTimeout"));
+    let o = decide_at(
+        &s,
+        &running(1),
+        &[pod(0, 1, "Running"), pod(1, 1, "Running")],
+        1000,
+    );
+    assert!(o
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.reason == "DeadlineExceeded"));
+}
+
+#[test]
+fn stuck_terminating_pods_are_force_deleted() {
+    let s = spec(serde_json::json!({"timeouts": {"forceDeleteAfterSeconds": 60}}));
+    let mut st = running(1);
+    st.phase = Phase::Restarting;
+    let mut p = pod(0, 1, "Running");
+    p.deleting_since = Some(t(0));
+    assert_eq!(
+        decide_at(&s, &st, std::slice::from_ref(&p), 30).action,
+        Action::None
+    );
+    assert_eq!(
+        decide_at(&s, &st, &[p], 60).action,
+        Action::DeletePods {
+            graceful: vec![],
+            force: vec![("run1-0".into(), Some("uid-1-0".into()))]
+        }
+    );
+}
+
+#[test]
+fn invalid_spec_sets_condition_once_and_recovers() {
+    let o = invalid(
+        &PretrainJobStatus::default(),
+        Some(1),
+        "nodes must be at least 1",
+        t(0),
+    );
+    assert_eq!(o.status.phase, Phase::Invalid);
+    assert_eq!(o.events.len(), 1);
+    let again = invalid(&o.status, Some(1), "nodes must be at least 1", t(5));
+    assert!(again.events.is_empty());
+    let fixed = decide_at(&spec(serde_json::json!({})), &o.status, &[], 10);
+    assert_eq!(fixed.status.phase, Phase::Starting);
+    let c = fixed
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Invalid")
+        .expect("kept");
+    assert_eq!(c.status, "False");
+}

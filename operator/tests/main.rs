@@ -1,0 +1,774 @@
+//! Operator tests against a real kube-apiserver 1.20 + etcd on loopback. Ignored by default;
+//! `scripts/test-apiserver.sh` obtains the binaries and runs them.
+//!
+//! There is no kubelet, scheduler or controller-manager: pods stay Pending until a test writes
+//! their status, and owner-reference garbage collection does not run (tests check the
+//! references instead).
+//!
+//! Contents:
+//! - `job_yields_service_config_and_pods`: CRD, Service, ConfigMap, pods, env, owner refs,
+//!   metrics and health endpoints
+//! - `failed_pod_restarts_gang_as_attempt_two_with_resume`
+//! - `non_retryable_exit_code_fails_the_job`
+//! - `restart_budget_exhaustion_fails_the_job`
+//! - `suspend_deletes_pods_and_resume_starts_next_attempt`
+//! - `invalid_spec_gets_condition_and_no_pods`
+//! - `ascend_job_gets_rank_table`
+//! - `operator_restart_converges_without_duplicates` (and leader election)
+//! - `deleted_job_is_left_alone`
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use pretrain_operator::crd::{Phase, PretrainJob};
+use serde_json::json;
+use support::{cluster, wait_for, Operator};
+
+const IGNORE: &str = "needs etcd + kube-apiserver";
+const _: &str = IGNORE;
+
+async fn setup(ns: &str) -> (Client, Operator) {
+    let c = cluster();
+    let client = c.client().await;
+    c.namespace(&client, ns).await;
+    let op = Operator::start(ns, "op-a");
+    (client, op)
+}
+
+fn job(name: &str, extra: serde_json::Value) -> PretrainJob {
+    let mut spec = json!({
+        "nodes": 2, "workersPerNode": 4, "image": "pretrain:test",
+        "config": {"inline": "seed: 42\n", "overrides": ["training.epochs=1"]},
+        "checkpoint": {"claimName": "ckpt", "path": "/checkpoints/run"},
+        "failurePolicy": {"backoff": {"initialSeconds": 1, "maxSeconds": 2}}
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "pretrain.io/v1alpha1", "kind": "PretrainJob",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("job parses")
+}
+
+async fn create(client: &Client, ns: &str, j: &PretrainJob) -> PretrainJob {
+    Api::<PretrainJob>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), j)
+        .await
+        .expect("job created")
+}
+
+async fn pods(client: &Client, ns: &str) -> Vec<Pod> {
+    let mut p = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items;
+    p.sort_by_key(|p| p.name_any());
+    p
+}
+
+fn label(p: &Pod, k: &str) -> String {
+    p.labels().get(k).cloned().unwrap_or_default()
+}
+
+fn env_of(p: &Pod) -> BTreeMap<String, String> {
+    p.spec.as_ref().expect("spec").containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
+async fn get_job(client: &Client, ns: &str, name: &str) -> PretrainJob {
+    Api::<PretrainJob>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("job")
+}
+
+async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase, secs: u64) -> PretrainJob {
+    wait_for(secs, &format!("{name} phase {phase:?}"), || async {
+        let j = get_job(client, ns, name).await;
+        (j.status.as_ref().map(|s| s.phase) == Some(phase)).then_some(j)
+    })
+    .await
+}
+
+/// Waits for exactly `n` live pods of `attempt`.
+async fn wait_pods(client: &Client, ns: &str, attempt: u32, n: usize, secs: u64) -> Vec<Pod> {
+    wait_for(secs, &format!("{n} pods of attempt {attempt}"), || async {
+        let p = pods(client, ns).await;
+        let ok = p.len() == n
+            && p.iter().all(|p| {
+                label(p, "pretrain.io/attempt") == attempt.to_string()
+                    && p.metadata.deletion_timestamp.is_none()
+            });
+        ok.then_some(p)
+    })
+    .await
+}
+
+/// Writes pod status as a kubelet would.
+async fn set_pod_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    phase: &str,
+    exit: Option<(i32, &str)>,
+) {
+    let state = match exit {
+        Some((code, msg)) => {
+            json!({"terminated": {"exitCode": code, "reason": if code == 0 {"Completed"} else {"Error"}, "message": msg}})
+        }
+        None => json!({"running": {}}),
+    };
+    let status = json!({"status": {
+        "phase": phase, "podIP": "10.0.0.9",
+        "containerStatuses": [{"name": "pretrain", "image": "pretrain:test", "imageID": "", "ready": phase == "Running",
+                               "restartCount": 0, "state": state}]
+    }});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status patched");
+}
+
+async fn run_all(client: &Client, ns: &str) {
+    for p in pods(client, ns).await {
+        set_pod_status(client, ns, &p.name_any(), "Running", None).await;
+    }
+}
+
+async fn events(client: &Client, ns: &str) -> Vec<(String, String)> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn job_yields_service_config_and_pods() {
+    let ns = "t-children";
+    let (client, op) = setup(ns).await;
+    let t0 = Instant::now();
+    let created = create(
+        &client,
+        ns,
+        &job(
+            "run",
+            json!({"scheduling": {"resources": {"limits": {"memory": "1Gi"}}}}),
+        ),
+    )
+    .await;
+    let ps = wait_pods(&client, ns, 1, 2, 30).await;
+    println!(
+        "timing: apply -> all 2 pods created: {} ms",
+        t0.elapsed().as_millis()
+    );
+
+    let uid = created.uid().expect("uid");
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get("run")
+        .await
+        .expect("service");
+    let s = svc.spec.clone().expect("spec");
+    assert_eq!(s.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(s.publish_not_ready_addresses, Some(true));
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("run-config")
+        .await
+        .expect("configmap");
+    assert_eq!(cm.data.as_ref().expect("data")["config.yaml"], "seed: 42\n");
+    for owned in [svc.owner_references(), cm.owner_references()] {
+        assert_eq!(owned[0].uid, uid);
+        assert_eq!(owned[0].controller, Some(true));
+    }
+    for (rank, p) in ps.iter().enumerate() {
+        assert_eq!(p.name_any(), format!("run-{rank}"));
+        assert_eq!(p.owner_references()[0].uid, uid);
+        let env = env_of(p);
+        assert_eq!(env["NODE_RANK"], rank.to_string());
+        assert_eq!(env["MASTER_ADDR"], format!("run-0.run.{ns}.svc"));
+        assert_eq!(env["WORLD_SIZE"], "8");
+        assert_eq!(env["LOCAL_WORLD_SIZE"], "4");
+        assert_eq!(env["PRETRAIN_ATTEMPT"], "1");
+        assert_eq!(env["PRETRAIN_RESUME"], "false");
+        let spec = p.spec.as_ref().expect("spec");
+        assert_eq!(spec.subdomain.as_deref(), Some("run"));
+        let c = &spec.containers[0];
+        assert_eq!(
+            c.resources
+                .as_ref()
+                .and_then(|r| r.limits.clone())
+                .expect("limits")["memory"]
+                .0,
+            "1Gi"
+        );
+        assert_eq!(
+            c.args.as_deref().expect("args").last().map(String::as_str),
+            Some("--training.epochs=1")
+        );
+    }
+    let j = get_job(&client, ns, "run").await;
+    let st = j.status.expect("status");
+    assert_eq!(
+        (st.phase, st.attempt, st.observed_generation),
+        (Phase::Starting, 1, Some(1))
+    );
+
+    run_all(&client, ns).await;
+    wait_phase(&client, ns, "run", Phase::Running, 20).await;
+    let metrics = op.get("/metrics");
+    assert!(
+        metrics.contains("pretrain_jobs{phase=\"Running\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pretrain_operator_leader 1"), "{metrics}");
+    assert!(op.get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(op.get("/readyz").starts_with("HTTP/1.1 200"));
+
+    // All pods exit 0: Succeeded, and it stays so.
+    for p in pods(&client, ns).await {
+        set_pod_status(
+            &client,
+            ns,
+            &p.name_any(),
+            "Succeeded",
+            Some((0, r#"{"lastCheckpointStep": 50}"#)),
+        )
+        .await;
+    }
+    let j = wait_phase(&client, ns, "run", Phase::Succeeded, 20).await;
+    assert_eq!(
+        j.status.and_then(|s| s.last_checkpoint).map(|c| c.step),
+        Some(50)
+    );
+    let log = op.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains("\"level\"")),
+        "json logs: {log}"
+    );
+    assert_eq!(op.terminate(), Some(0), "graceful shutdown exits 0");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn failed_pod_restarts_gang_as_attempt_two_with_resume() {
+    let ns = "t-restart";
+    let (client, _op) = setup(ns).await;
+    create(&client, ns, &job("run", json!({}))).await;
+    wait_pods(&client, ns, 1, 2, 30).await;
+    run_all(&client, ns).await;
+    wait_phase(&client, ns, "run", Phase::Running, 20).await;
+
+    let t0 = Instant::now();
+    let msg = r#"{"reason":"PeerLost","message":"rank 5 lost its peer","lastCheckpointStep":100,"lastCheckpointPath":"/checkpoints/run/iteration_00000100"}"#;
+    set_pod_status(&client, ns, "run-1", "Failed", Some((1, msg))).await;
+    let ps = wait_pods(&client, ns, 2, 2, 30).await;
+    println!(
+        "timing: failure seen -> attempt 2 created (1 s backoff included): {} ms",
+        t0.elapsed().as_millis()
+    );
+    for p in &ps {
+        let env = env_of(p);
+        assert_eq!(env["PRETRAIN_ATTEMPT"], "2");
+        assert_eq!(env["PRETRAIN_RESUME"], "true");
+        assert_eq!(env["PRETRAIN_RESUME_FROM"], "latest");
+        assert_eq!(env["PRETRAIN_CHECKPOINT_DIR"], "/checkpoints/run");
+    }
+    let st = get_job(&client, ns, "run").await.status.expect("status");
+    assert_eq!((st.attempt, st.restarts), (2, 1));
+    assert_eq!(st.phase, Phase::Starting);
+    let f = st.last_failure.expect("failure");
+    assert_eq!(
+        (f.rank, f.exit_code, f.reason.as_str()),
+        (Some(1), Some(1), "PeerLost")
+    );
+    assert_eq!(f.pod.as_deref(), Some("run-1"));
+    assert_eq!(st.last_checkpoint.map(|c| c.step), Some(100));
+    let ev = events(&client, ns).await;
+    for reason in ["RankFailed", "GangRestart", "CheckpointCommitted"] {
+        assert!(ev.iter().any(|(r, _)| r == reason), "{reason} in {ev:?}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn non_retryable_exit_code_fails_the_job() {
+    let ns = "t-nonretry";
+    let (client, _op) = setup(ns).await;
+    create(&client, ns, &job("run", json!({}))).await;
+    wait_pods(&client, ns, 1, 2, 30).await;
+    run_all(&client, ns).await;
+    set_pod_status(
+        &client,
+        ns,
+        "run-0",
+        "Failed",
+        Some((2, "error: config.yaml:3: unknown key `lr`")),
+    )
+    .await;
+    let j = wait_phase(&client, ns, "run", Phase::Failed, 20).await;
+    let st = j.status.expect("status");
+    assert_eq!(st.restarts, 0);
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed condition");
+    assert_eq!(c.reason, "NonRetryableExitCode");
+    assert!(c.message.contains("unknown key `lr`"), "{}", c.message);
+    // The running pod is stopped; the failed one stays for its logs.
+    let names = || async {
+        pods(&client, ns)
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect::<Vec<_>>()
+    };
+    wait_for(20, "running pod deleted", || async {
+        (names().await == ["run-0"]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(names().await, ["run-0"], "a failed job never gets new pods");
+    assert_eq!(
+        get_job(&client, ns, "run").await.status.map(|s| s.phase),
+        Some(Phase::Failed)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn restart_budget_exhaustion_fails_the_job() {
+    let ns = "t-budget";
+    let (client, _op) = setup(ns).await;
+    create(&client, ns, &job("run", json!({"failurePolicy": {"maxRestarts": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}}}))).await;
+    wait_pods(&client, ns, 1, 2, 30).await;
+    set_pod_status(&client, ns, "run-0", "Failed", Some((1, "oom"))).await;
+    wait_pods(&client, ns, 2, 2, 30).await;
+    set_pod_status(&client, ns, "run-1", "Failed", Some((137, ""))).await;
+    let j = wait_phase(&client, ns, "run", Phase::Failed, 20).await;
+    let st = j.status.expect("status");
+    assert_eq!((st.attempt, st.restarts), (2, 1));
+    assert!(st
+        .conditions
+        .iter()
+        .any(|c| c.reason == "RestartBudgetExhausted"));
+    assert_eq!(st.last_failure.and_then(|f| f.exit_code), Some(137));
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn suspend_deletes_pods_and_resume_starts_next_attempt() {
+    let ns = "t-suspend";
+    let (client, _op) = setup(ns).await;
+    create(&client, ns, &job("run", json!({}))).await;
+    wait_pods(&client, ns, 1, 2, 30).await;
+    let api = Api::<PretrainJob>::namespaced(client.clone(), ns);
+    api.patch(
+        "run",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .expect("suspend");
+    wait_phase(&client, ns, "run", Phase::Suspended, 20).await;
+    wait_for(20, "pods deleted", || async {
+        pods(&client, ns).await.is_empty().then_some(())
+    })
+    .await;
+    api.patch(
+        "run",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .expect("resume");
+    let ps = wait_pods(&client, ns, 2, 2, 30).await;
+    assert_eq!(env_of(&ps[0])["PRETRAIN_RESUME"], "true");
+    let st = get_job(&client, ns, "run").await.status.expect("status");
+    assert_eq!(st.restarts, 0, "suspension is not a restart");
+    assert_eq!(st.observed_generation, Some(3));
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn invalid_spec_gets_condition_and_no_pods() {
+    let ns = "t-invalid";
+    let (client, _op) = setup(ns).await;
+    create(&client, ns, &job("zero", json!({"nodes": 0}))).await;
+    create(
+        &client,
+        ns,
+        &job("nocm", json!({"config": {"configMap": {"name": "absent"}}})),
+    )
+    .await;
+    let layout = "parallel_config:\n  data_parallel: 1\n  model_parallel: 4\n  pipeline_stage: 4\n";
+    create(
+        &client,
+        ns,
+        &job("layout", json!({"config": {"inline": layout}})),
+    )
+    .await;
+    for (name, needle) in [
+        ("zero", "nodes must be at least 1"),
+        ("nocm", "config.configMap \"absent\" not found"),
+        (
+            "layout",
+            "does not match the world size nodes x workersPerNode = 8",
+        ),
+    ] {
+        let j = wait_phase(&client, ns, name, Phase::Invalid, 20).await;
+        let c = j
+            .status
+            .expect("status")
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Invalid")
+            .expect("condition");
+        assert!(c.message.contains(needle), "{name}: {}", c.message);
+    }
+    let ev = wait_for(10, "InvalidSpec events", || async {
+        let ev = events(&client, ns).await;
+        (ev.iter().filter(|(r, _)| r == "InvalidSpec").count() >= 3).then_some(ev)
+    })
+    .await;
+    assert!(!ev.is_empty());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pods(&client, ns).await.is_empty());
+    // Fixing the spec starts it.
+    Api::<PretrainJob>::namespaced(client.clone(), ns)
+        .patch(
+            "zero",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodes": 1}})),
+        )
+        .await
+        .expect("fix");
+    wait_pods(&client, ns, 1, 1, 30).await;
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn ascend_job_gets_rank_table() {
+    let ns = "t-ascend";
+    let (client, _op) = setup(ns).await;
+    create(
+        &client,
+        ns,
+        &job(
+            "npu",
+            json!({"workersPerNode": 2, "accelerator": {"type": "Ascend"}}),
+        ),
+    )
+    .await;
+    let ps = wait_pods(&client, ns, 1, 2, 30).await;
+    let limits = ps[0].spec.as_ref().expect("spec").containers[0]
+        .resources
+        .clone()
+        .and_then(|r| r.limits)
+        .expect("limits");
+    assert_eq!(limits["huawei.com/Ascend910"].0, "2");
+    assert_eq!(ps[1].annotations()["hccl/rankIndex"], "1");
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let table = |cm: ConfigMap| -> serde_json::Value {
+        serde_json::from_str(&cm.data.expect("data")["hccl.json"]).expect("json")
+    };
+    assert_eq!(
+        table(cms.get("rings-config-npu").await.expect("cm"))["status"],
+        "initializing"
+    );
+    // The device plugin annotates the pods; the kubelet reports IPs.
+    let pods_api = Api::<Pod>::namespaced(client.clone(), ns);
+    for (rank, p) in ps.iter().enumerate() {
+        let ann = format!(
+            r#"{{"pod_name":"{}","server_id":"192.168.0.{rank}","host_ip":"192.168.0.{rank}","devices":[{{"device_id":"0","device_ip":"10.9.{rank}.1"}},{{"device_id":"1","device_ip":"10.9.{rank}.2"}}]}}"#,
+            p.name_any()
+        );
+        let patch = json!({"metadata": {"annotations": {"ascend.kubectl.kubernetes.io/ascend-910-configuration": ann}}});
+        pods_api
+            .patch(
+                &p.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("annotate");
+        set_pod_status(&client, ns, &p.name_any(), "Running", None).await;
+    }
+    let t = wait_for(20, "completed rank table", || async {
+        let t = table(cms.get("rings-config-npu").await.ok()?);
+        (t["status"] == "completed").then_some(t)
+    })
+    .await;
+    assert_eq!(t["server_count"], "2");
+    assert_eq!(t["server_list"][1]["device"][1]["rank_id"], "3");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn operator_restart_converges_without_duplicates() {
+    let ns = "t-crash";
+    let c = cluster();
+    let client = c.client().await;
+    c.namespace(&client, ns).await;
+    let a = Operator::start(ns, "op-a");
+    wait_for(20, "op-a leads", || async {
+        a.get("/metrics")
+            .contains("pretrain_operator_leader 1")
+            .then_some(())
+    })
+    .await;
+    // A standby does not act while the leader holds the lease.
+    let b = Operator::start(ns, "op-b");
+    create(&client, ns, &job("run", json!({"nodes": 4}))).await;
+    wait_for(30, "first pod", || async {
+        (!pods(&client, ns).await.is_empty()).then_some(())
+    })
+    .await;
+    a.kill(); // crash mid-reconcile (the gang may be half created)
+    let ps = wait_pods(&client, ns, 1, 4, 60).await; // b takes over after the lease expires
+    wait_for(30, "op-b takes over the lease", || async {
+        b.get("/metrics")
+            .contains("pretrain_operator_leader 1")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(ps.len(), 4);
+
+    // Crash right after a failure is seen: the restart completes exactly once.
+    run_all(&client, ns).await;
+    wait_phase(&client, ns, "run", Phase::Running, 20).await;
+    set_pod_status(&client, ns, "run-2", "Failed", Some((1, ""))).await;
+    wait_phase(&client, ns, "run", Phase::Restarting, 20).await;
+    b.kill();
+    let _c = Operator::start(ns, "op-c");
+    wait_pods(&client, ns, 2, 4, 60).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ps = pods(&client, ns).await;
+    assert_eq!(ps.len(), 4, "no duplicates");
+    let st = get_job(&client, ns, "run").await.status.expect("status");
+    assert_eq!((st.attempt, st.restarts), (2, 1));
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn deleted_job_is_left_alone() {
+    let ns = "t-delete";
+    let (client, op) = setup(ns).await;
+    create(&client, ns, &job("run", json!({}))).await;
+    let ps = wait_pods(&client, ns, 1, 2, 30).await;
+    Api::<PretrainJob>::namespaced(client.clone(), ns)
+        .delete("run", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // No garbage collector runs here; deleting the children is its job, thanks to the owner
+    // references checked above. The operator must not recreate anything or error.
+    for p in &ps {
+        Api::<Pod>::namespaced(client.clone(), ns)
+            .delete(&p.name_any(), &DeleteParams::default())
+            .await
+            .expect("delete pod");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(pods(&client, ns).await.is_empty());
+    let m = op.get("/metrics");
+    assert!(!m.contains("reconcile_errors_total{"), "{m}");
+}
+
+/// The committed CRD is what `crdgen` writes now (CI fails on a stale file).
+#[test]
+fn committed_crd_is_fresh() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crdgen"))
+        .output()
+        .expect("crdgen runs");
+    assert!(out.status.success());
+    let fresh = String::from_utf8(out.stdout).expect("utf-8");
+    for path in [
+        "crds/pretrainjobs.pretrain.io.yaml",
+        "charts/pretrain-operator/crds/pretrainjobs.pretrain.io.yaml",
+    ] {
+        let committed = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "{path} is stale; regenerate with `cargo run -p pretrain-operator --bin crdgen -- {path}`"
+        );
+    }
+}
+
+/// Every example parses and validates against the config it names (from configs/qwen3/).
+#[test]
+fn examples_validate_with_their_configs() {
+    use pretrain_operator::validate::{validate, ConfigSource};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let configs = [
+        ("qwen3-tiny", "configs/qwen3/qwen3_tiny.yaml"),
+        ("qwen3-0-6b", "configs/qwen3/pretrain_qwen3_0_6b_4k.yaml"),
+        ("qwen3-32b", "configs/qwen3/pretrain_qwen3_32b_4k.yaml"),
+    ];
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut job: PretrainJob =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        job.metadata.namespace = Some("default".into());
+        let cm = job
+            .spec
+            .config
+            .config_map
+            .as_ref()
+            .expect("examples use a ConfigMap")
+            .name
+            .clone();
+        let (_, file) = configs
+            .iter()
+            .find(|(n, _)| *n == cm)
+            .unwrap_or_else(|| panic!("unknown configmap {cm}"));
+        let config = std::fs::read_to_string(root.join(file)).expect("config");
+        validate(&job, ConfigSource::Text(&config))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+/// `helm install` of the chart against the test API server, then the operator run with exactly
+/// the chart's RBAC (impersonating its ServiceAccount) reconciles a job: the least-privilege
+/// rules are enough.
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn helm_chart_installs_and_its_rbac_suffices() {
+    let c = cluster();
+    let helm = std::env::var("PRETRAIN_HELM")
+        .expect("PRETRAIN_HELM is not set; run scripts/test-apiserver.sh");
+    let chart =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/pretrain-operator");
+    let out = std::process::Command::new(&helm)
+        .args([
+            "install",
+            "op",
+            &chart.display().to_string(),
+            "--namespace",
+            "t-helm",
+            "--create-namespace",
+        ])
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .env("HELM_CACHE_HOME", c.dir.join("helm-cache"))
+        .env("HELM_CONFIG_HOME", c.dir.join("helm-config"))
+        .env("HELM_DATA_HOME", c.dir.join("helm-data"))
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = c.client().await;
+    let dep = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "t-helm")
+        .get("op-pretrain-operator")
+        .await
+        .expect("deployment");
+    let pod = dep.spec.expect("spec").template.spec.expect("pod spec");
+    let sc = pod.containers[0]
+        .security_context
+        .clone()
+        .expect("securityContext");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        pod.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+
+    // Run the operator as the chart's ServiceAccount.
+    let kc = std::fs::read_to_string(&c.kubeconfig)
+        .expect("kubeconfig")
+        .replace(
+            "    token:",
+            "    as: system:serviceaccount:t-helm:op-pretrain-operator\n    token:",
+        );
+    let sa_kubeconfig = c.dir.join("kubeconfig-sa");
+    std::fs::write(&sa_kubeconfig, kc).expect("write");
+    c.namespace(&client, "t-helm-jobs").await;
+    let log = c.dir.join("operator-helm.log");
+    let file = std::fs::File::create(&log).expect("log");
+    let port = support::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pretrain-operator"))
+        .env("KUBECONFIG", &sa_kubeconfig)
+        .env("PRETRAIN_OPERATOR_NAMESPACE", "t-helm-jobs")
+        .env("PRETRAIN_OPERATOR_LEASE_NAMESPACE", "t-helm")
+        .env("PRETRAIN_OPERATOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("POD_NAME", "op-sa")
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .expect("operator");
+    let ns = "t-helm-jobs";
+    create(
+        &client,
+        ns,
+        &job("run", json!({"config": {"configMap": {"name": "cfg"}}})),
+    )
+    .await;
+    let cm = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("cfg".into()),
+            ..Default::default()
+        },
+        data: Some([("config.yaml".to_string(), "seed: 1\n".to_string())].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("cm");
+    // The job was invalid (missing ConfigMap) until now; the 30 s re-check or any change picks
+    // the ConfigMap up. Touch the job to avoid waiting.
+    Api::<PretrainJob>::namespaced(client.clone(), ns)
+        .patch(
+            "run",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+        )
+        .await
+        .expect("touch");
+    let result = async {
+        wait_pods(&client, ns, 1, 2, 40).await;
+        wait_phase(&client, ns, "run", Phase::Starting, 20).await;
+        set_pod_status(&client, ns, "run-0", "Failed", Some((1, ""))).await;
+        wait_pods(&client, ns, 2, 2, 40).await;
+        let ev = events(&client, ns).await;
+        assert!(ev.iter().any(|(r, _)| r == "GangRestart"), "{ev:?}");
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(120), result).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ok.is_ok(), "timed out; operator log:\n{text}");
+    assert!(
+        !text.contains("forbidden"),
+        "RBAC denied something:\n{text}"
+    );
+}
