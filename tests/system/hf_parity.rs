@@ -206,8 +206,9 @@ fn two_adamw_steps(name: &str) {
     // as small as ε = 1e-8 turns f32 rounding differences of the gradients (~1e-6 relative to
     // the largest element) into a visible update difference for that element alone. The loss
     // above is the 1e-5-relative criterion; for parameters we require 99% of the elements of
-    // every tensor within 1e-6 (0.1% of one lr = 1e-3 update) and all within 1e-4. (Without
-    // FMA, e.g. on a Nehalem-class CPU, up to ~0.1% of the elements of a tensor exceed 1e-6.)
+    // every tensor within 1e-6 (0.1% of one lr = 1e-3 update) and all within half an update,
+    // 5e-4. (Without FMA, e.g. on a Nehalem-class CPU, ~0.1% of the elements of a tensor exceed
+    // 1e-6 and single elements reach 1e-4.)
     for s in &layout.specs {
         let got = &model.params[s.offset..s.offset + s.len];
         let want = fx.get(&format!("after2.{}", s.name));
@@ -219,7 +220,7 @@ fn two_adamw_steps(name: &str) {
         let worst = diffs.iter().cloned().fold(0.0, f64::max);
         let off = diffs.iter().filter(|&&d| d > 1e-6).count();
         assert!(
-            worst <= 1e-4,
+            worst <= 5e-4,
             "{name} after2.{}: max abs diff {worst:e}",
             s.name
         );
