@@ -444,61 +444,25 @@ pub fn load(dir: &Path, config: &Qwen3Config, layout: &Layout) -> Result<Loaded>
 
 /// Architecture fields that differ between a saved and the configured model.
 pub fn architecture_diff(saved: &Qwen3Config, want: &Qwen3Config) -> Vec<String> {
-    let mut d = Vec::new();
-    let mut cmp = |name: &str, a: String, b: String| {
-        if a != b {
-            d.push(format!("{name} {a} in the checkpoint vs {b} in the config"));
-        }
+    // The fields that decide the parameter layout and the numerics, rendered for comparison.
+    let fields = |c: &Qwen3Config| -> [(&'static str, String); 10] {
+        [
+            ("vocab_size", c.vocab_size.to_string()),
+            ("hidden_size", c.hidden_size.to_string()),
+            ("intermediate_size", c.intermediate_size.to_string()),
+            ("num_hidden_layers", c.num_hidden_layers.to_string()),
+            ("num_attention_heads", c.num_attention_heads.to_string()),
+            ("num_key_value_heads", c.num_key_value_heads.to_string()),
+            ("head_dim", c.head_dim.to_string()),
+            ("tie_word_embeddings", c.tie_word_embeddings.to_string()),
+            ("rope_theta", c.rope_theta.to_string()),
+            ("rms_norm_eps", c.rms_norm_eps.to_string()),
+        ]
     };
-    cmp(
-        "vocab_size",
-        saved.vocab_size.to_string(),
-        want.vocab_size.to_string(),
-    );
-    cmp(
-        "hidden_size",
-        saved.hidden_size.to_string(),
-        want.hidden_size.to_string(),
-    );
-    cmp(
-        "intermediate_size",
-        saved.intermediate_size.to_string(),
-        want.intermediate_size.to_string(),
-    );
-    cmp(
-        "num_hidden_layers",
-        saved.num_hidden_layers.to_string(),
-        want.num_hidden_layers.to_string(),
-    );
-    cmp(
-        "num_attention_heads",
-        saved.num_attention_heads.to_string(),
-        want.num_attention_heads.to_string(),
-    );
-    cmp(
-        "num_key_value_heads",
-        saved.num_key_value_heads.to_string(),
-        want.num_key_value_heads.to_string(),
-    );
-    cmp(
-        "head_dim",
-        saved.head_dim.to_string(),
-        want.head_dim.to_string(),
-    );
-    cmp(
-        "tie_word_embeddings",
-        saved.tie_word_embeddings.to_string(),
-        want.tie_word_embeddings.to_string(),
-    );
-    cmp(
-        "rope_theta",
-        saved.rope_theta.to_string(),
-        want.rope_theta.to_string(),
-    );
-    cmp(
-        "rms_norm_eps",
-        saved.rms_norm_eps.to_string(),
-        want.rms_norm_eps.to_string(),
-    );
-    d
+    fields(saved)
+        .into_iter()
+        .zip(fields(want))
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, a), (_, b))| format!("{name} {a} in the checkpoint vs {b} in the config"))
+        .collect()
 }
