@@ -30,6 +30,10 @@ fn sigterm_saves_the_last_completed_step_and_exits_10() {
             "--output_dir",
         ])
         .arg(&out)
+        .arg(format!(
+            "--tensorboard.tensorboard_dir={}",
+            out.join("tb").display()
+        ))
         .args([
             "--model.model_config.vocab_size=256",
             "--train_dataset.data_loader.sizes=[80000, 0, 0]",
@@ -92,6 +96,10 @@ fn small_run(dir: &std::path::Path, prefix: &std::path::Path, extra: &[&str]) ->
         "--output_dir",
     ])
     .arg(dir)
+    .arg(format!(
+        "--tensorboard.tensorboard_dir={}",
+        dir.join("tb").display()
+    ))
     .args([
         "--model.model_config.vocab_size=256",
         "--train_dataset.data_loader.config.eod=0",
