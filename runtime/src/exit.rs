@@ -34,12 +34,22 @@ pub fn for_data_error(e: &data::Error) -> i32 {
     }
 }
 
+/// The exit code for a rendezvous or collective error: a peer of another job is a
+/// configuration error; lost peers, timeouts and socket errors may pass on a retry.
+pub fn for_dist_error(e: &crate::dist::Error) -> i32 {
+    match e {
+        crate::dist::Error::Handshake(_) => CONFIG_INVALID,
+        _ => RETRYABLE,
+    }
+}
+
 /// The exit code for a training error.
 pub fn for_train_error(e: &crate::train::Error) -> i32 {
     use crate::train::Error as E;
     match e {
         E::Data(d) => for_data_error(d),
         E::Model(crate::model::Error::Config(_)) => CONFIG_INVALID,
+        E::Model(crate::model::Error::Dist(d)) | E::Dist(d) => for_dist_error(d),
         E::Model(crate::model::Error::Io { .. }) => RETRYABLE,
         E::Model(_) => DATA_INVALID,
         E::Checkpoint(crate::checkpoint::Error::Io { .. }) => RETRYABLE,

@@ -15,14 +15,20 @@
 //! - [`optim`]: AdamW and gradient clipping.
 //! - [`train`]: the training loop.
 //! - [`tensor`]: GEMM entry point and deterministic initialisation.
+//! - [`dist`]: rendezvous store and collectives between processes.
+//! - [`parallel`]: the data/tensor/pipeline layout, its groups and the 1F1B schedule.
+//! - [`launch`]: `pretrain launch` (workers of one node) and the launch environment.
 //! - [`exit`]: process exit codes, the contract with launchers and the operator.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod exit;
+pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod tensor;
 pub mod train;

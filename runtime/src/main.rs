@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use pretrain::data::{self, inspect, preprocess, tokenizer::HfTokenizer, DType};
 use pretrain::exit;
 
+mod launch_cli;
+
 #[derive(Parser)]
 #[command(
     name = "pretrain",
@@ -32,6 +34,9 @@ enum Command {
     /// Train a Qwen3 model from a YAML config (MindSpore Transformers' shape) with dotted
     /// overrides, e.g. `--runner_config.batch_size 4` or `--lr_schedule.learning_rate=1e-4`
     Train(TrainArgs),
+    /// Start this node's workers of a (multi-process, multi-node) job, like msrun/torchrun:
+    /// `pretrain launch --worker-num 2 -- train --config <file>`
+    Launch(launch_cli::LaunchArgs),
 }
 
 #[derive(Args)]
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
             run_inspect(a).map_err(|e| (exit::for_data_error(&e), e.to_string()))
         }
         Command::Train(a) => run_train(a),
+        Command::Launch(a) => launch_cli::run(a).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,16 +186,66 @@ fn main() -> ExitCode {
 }
 
 fn run_train(a: TrainArgs) -> Result<(), (i32, String)> {
-    // Every log line of the runtime carries the rank (a single process is rank 0).
-    let _rank = tracing::info_span!("rank", rank = 0).entered();
+    let env = pretrain::launch::env::WorkerEnv::from_env()
+        .map_err(|e| (exit::CONFIG_INVALID, e.to_string()))?;
+    // Every log line of the runtime carries the rank.
+    let _rank = tracing::info_span!("rank", rank = env.rank).entered();
+    let mut root = None;
+    let result = train_plan(&a, &env, &mut root);
+    if let Some(path) = &env.status_file {
+        let (code, message) = match &result {
+            Ok(()) => (0, "finished".to_string()),
+            Err((c, m)) => (*c, m.clone()),
+        };
+        let step = root.as_ref().and_then(|r: &PathBuf| {
+            std::fs::read_to_string(r.join(pretrain::checkpoint::MARKER))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+        });
+        let status = pretrain::launch::termination::WorkerStatus {
+            code,
+            message,
+            last_checkpoint_step: step,
+            last_checkpoint_path: step.zip(root.as_ref()).map(|(s, r)| {
+                pretrain::checkpoint::iteration_dir(r, s)
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+        };
+        if let Err(e) = pretrain::launch::termination::write_status(path, &status) {
+            tracing::warn!("cannot write {}: {e}", path.display());
+        }
+    }
+    result
+}
+
+fn train_plan(
+    a: &TrainArgs,
+    env: &pretrain::launch::env::WorkerEnv,
+    root: &mut Option<PathBuf>,
+) -> Result<(), (i32, String)> {
     let config_err =
         |e: pretrain::config::Error| (exit::CONFIG_INVALID, format!("{}: {e}", a.config.display()));
     let config = pretrain::config::load(&a.config, &a.overrides).map_err(config_err)?;
-    let plan = config.validate().map_err(config_err)?;
+    let mut plan = config.validate().map_err(config_err)?;
+    if env.resume {
+        // A restarted gang (launcher --max-restarts, operator attempt > 1) resumes from the
+        // newest complete checkpoint, or starts fresh when there is none.
+        plan.resume_training = true;
+        if plan.load_checkpoint == pretrain::config::plan::LoadCheckpoint::None {
+            plan.load_checkpoint = pretrain::config::plan::LoadCheckpoint::Auto;
+        }
+    }
+    *root = Some(pretrain::train::checkpoint_dir(&plan));
     let resolved = config.to_yaml();
-    tracing::info!("resolved config:\n{resolved}");
+    if env.rank == 0 {
+        tracing::info!("resolved config:\n{resolved}");
+    }
     let summary = pretrain::train::run(&plan, &resolved)
         .map_err(|e| (exit::for_train_error(&e), e.to_string()))?;
+    if env.rank != 0 {
+        return Ok(());
+    }
     let first = summary.losses.first().copied().unwrap_or(f32::NAN);
     let last = summary.losses.last().copied().unwrap_or(f32::NAN);
     println!(

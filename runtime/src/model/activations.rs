@@ -32,8 +32,10 @@ pub struct Activations {
     pub logits: Vec<f32>,
     /// Per-token cross-entropy (N).
     pub losses: Vec<f32>,
-    pub(super) cos: Vec<f32>, // (N, d/2)
-    pub(super) sin: Vec<f32>, // (N, d/2)
+    pub(super) ce_max: Vec<f32>, // (N) vocabulary-parallel softmax statistics
+    pub(super) ce_sum: Vec<f32>, // (N)
+    pub(super) cos: Vec<f32>,    // (N, d/2)
+    pub(super) sin: Vec<f32>,    // (N, d/2)
     pub(super) grads: GradScratch,
 }
 
@@ -100,6 +102,8 @@ impl Activations {
             lnf_rstd: z(n),
             logits: z(n * v),
             losses: z(n),
+            ce_max: z(n),
+            ce_sum: z(n),
             cos: z(n * c.head_dim / 2),
             sin: z(n * c.head_dim / 2),
             grads: GradScratch {
@@ -127,5 +131,36 @@ impl Activations {
     /// Micro-batch size and sequence length this arena serves.
     pub fn shape(&self) -> (usize, usize) {
         (self.b, self.t)
+    }
+
+    /// A pipeline stage's input hidden states (N, H), filled by the caller before the forward
+    /// of a stage that does not embed.
+    pub fn stage_input_mut(&mut self) -> &mut [f32] {
+        let nh = self.grads.dresid.len();
+        &mut self.resid[..nh]
+    }
+
+    /// A pipeline stage's output hidden states (N, H) after its forward.
+    pub fn stage_output(&self) -> &[f32] {
+        let nh = self.grads.dresid.len();
+        &self.resid[self.resid.len() - nh..]
+    }
+
+    /// The gradient of a stage's output (N, H), filled by the caller before the backward of a
+    /// stage without the loss; after the backward, the gradient of the stage's input.
+    pub fn stage_grad_mut(&mut self) -> &mut [f32] {
+        &mut self.grads.dresid
+    }
+
+    /// The gradient of the stage's input (after a backward) and the input (for the next
+    /// micro-batch's forward) at once.
+    pub fn stage_grad_and_input_mut(&mut self) -> (&[f32], &mut [f32]) {
+        let nh = self.grads.dresid.len();
+        (&self.grads.dresid, &mut self.resid[..nh])
+    }
+
+    /// The gradient of the stage's input (N, H) after its backward.
+    pub fn stage_grad(&self) -> &[f32] {
+        &self.grads.dresid
     }
 }

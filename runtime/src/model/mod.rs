@@ -12,6 +12,7 @@ pub mod config;
 pub mod ops;
 pub mod params;
 pub mod qwen3;
+pub mod shard;
 
 pub use config::Qwen3Config;
 
@@ -39,6 +40,9 @@ pub enum Error {
         /// V.
         vocab_size: usize,
     },
+    /// A collective between tensor- or pipeline-parallel ranks failed.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::Error),
     /// I/O while reading or writing weights.
     #[error("{path}: {source}")]
     Io {

@@ -77,6 +77,13 @@ pub struct Layout {
 impl Layout {
     /// The layout of `c`.
     pub fn new(c: &Qwen3Config) -> Layout {
+        Layout::with_parts(c, true, true)
+    }
+
+    /// The layout of a pipeline stage of `c` (see [`Shard`](super::shard::Shard)): without
+    /// `embed` the embedding has zero rows, without `head` the final norm and an untied
+    /// `lm_head` have zero rows, so every stage's layout has the same tensors in the same order.
+    pub fn with_parts(c: &Qwen3Config, embed: bool, head: bool) -> Layout {
         let (v, h, f, d) = (c.vocab_size, c.hidden_size, c.intermediate_size, c.head_dim);
         let (q, kv) = (c.q_dim(), c.kv_dim());
         let mut specs = Vec::new();
@@ -91,7 +98,8 @@ impl Layout {
             });
             offset += len;
         };
-        push("model.embed_tokens.weight".into(), vec![v, h]);
+        let rows = |present: bool, n: usize| if present { n } else { 0 };
+        push("model.embed_tokens.weight".into(), vec![rows(embed, v), h]);
         for l in 0..c.num_hidden_layers {
             let shapes = [
                 vec![h],
@@ -110,9 +118,9 @@ impl Layout {
                 push(format!("model.layers.{l}.{name}"), shape);
             }
         }
-        push("model.norm.weight".into(), vec![h]);
+        push("model.norm.weight".into(), vec![rows(head, h)]);
         if !c.tie_word_embeddings {
-            push("lm_head.weight".into(), vec![v, h]);
+            push("lm_head.weight".into(), vec![rows(head, v), h]);
         }
         Layout {
             specs,

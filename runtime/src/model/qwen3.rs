@@ -11,8 +11,14 @@ use super::ops::linear::{linear_backward, linear_forward};
 use super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use super::ops::rope::{rope_backward, rope_forward, rope_tables};
 use super::ops::swiglu::{swiglu_backward, swiglu_forward};
+use super::ops::vocab_parallel::{
+    vocab_cross_entropy_backward, vocab_cross_entropy_forward, vocab_embedding_backward,
+    vocab_embedding_forward,
+};
 use super::params::{LayerParam as P, Layout};
+use super::shard::Shard;
 use super::{Error, Qwen3Config, Result};
+use crate::dist::{Communicator, SoloComm};
 
 /// A micro-batch in Megatron's convention: labels are already shifted, `loss_mask` selects the
 /// positions that count.
@@ -31,14 +37,19 @@ pub struct Batch<'a> {
     pub t: usize,
 }
 
-/// The model: config, parameter layout and the flat parameter buffer.
+/// The model (or one rank's part of it, see [`Shard`]): config, parameter layout and the flat
+/// parameter buffer.
 pub struct Qwen3 {
-    /// Configuration.
+    /// Configuration of the part this process computes (the whole model unless sharded).
     pub config: Qwen3Config,
-    /// Parameter layout.
+    /// Parameter layout of that part.
     pub layout: Layout,
     /// Parameters (`layout.total` elements).
     pub params: Vec<f32>,
+    /// Which part of the whole model this is.
+    pub shard: Shard,
+    /// Vocabulary size of the whole model.
+    pub full_vocab: usize,
 }
 
 /// `&buf[l * len..(l + 1) * len]`
@@ -64,6 +75,8 @@ impl Qwen3 {
         let layout = Layout::new(&config);
         let params = layout.init(config.initializer_range as f32, seed);
         Ok(Qwen3 {
+            shard: Shard::full(&config),
+            full_vocab: config.vocab_size,
             config,
             layout,
             params,
@@ -82,10 +95,76 @@ impl Qwen3 {
             )));
         }
         Ok(Qwen3 {
+            shard: Shard::full(&config),
+            full_vocab: config.vocab_size,
             config,
             layout,
             params,
         })
+    }
+
+    /// This rank's part of a whole model whose parameters are `full` (laid out for `config`).
+    pub fn sharded(config: &Qwen3Config, shard: Shard, full: &[f32]) -> Result<Qwen3> {
+        config.validate()?;
+        let global = Layout::new(config);
+        let layout = shard.layout(config)?;
+        let params = shard.extract(&layout, &global, full);
+        Ok(Qwen3 {
+            config: shard.local_config(config)?,
+            layout,
+            params,
+            full_vocab: config.vocab_size,
+            shard,
+        })
+    }
+
+    /// First vocabulary id of this rank's rows of the embedding and output projection.
+    fn vocab_start(&self) -> usize {
+        self.shard.tp_rank * self.config.vocab_size
+    }
+
+    /// Forward pass of the whole model; see [`Qwen3::forward_stage`].
+    pub fn forward(&self, acts: &mut Activations, batch: &Batch<'_>) -> Result<f32> {
+        Ok(self
+            .forward_stage(acts, batch, &mut SoloComm)?
+            .unwrap_or(0.0))
+    }
+
+    /// Backward pass of the whole model; see [`Qwen3::backward_stage`].
+    pub fn backward(
+        &self,
+        acts: &mut Activations,
+        batch: &Batch<'_>,
+        grads: &mut [f32],
+        loss_scale: f32,
+    ) {
+        // A group of one performs no communication, so this cannot fail.
+        let solo = self.backward_stage(acts, batch, grads, loss_scale, &mut SoloComm);
+        debug_assert!(solo.is_ok());
+    }
+
+    /// Sums the gradients of tensors that every tensor-parallel rank holds but computes from
+    /// its own heads only (`q_norm`, `k_norm`) over the group.
+    pub fn reduce_tp_grads(&self, grads: &mut [f32], tp: &mut dyn Communicator) -> Result<()> {
+        if tp.size() == 1 {
+            return Ok(());
+        }
+        let lay = &self.layout;
+        let idx: Vec<usize> = (0..self.config.num_hidden_layers)
+            .flat_map(|l| [lay.layer(l, P::QNorm), lay.layer(l, P::KNorm)])
+            .collect();
+        let mut packed: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| lay.get(grads, i).to_vec())
+            .collect();
+        tp.all_reduce_sum(&mut packed)?;
+        let mut at = 0;
+        for &i in &idx {
+            let s = &lay.specs[i];
+            grads[s.offset..s.offset + s.len].copy_from_slice(&packed[at..at + s.len]);
+            at += s.len;
+        }
+        Ok(())
     }
 
     fn dims(&self, acts: &Activations) -> AttnDims {
@@ -98,10 +177,19 @@ impl Qwen3 {
         }
     }
 
-    /// Forward pass; returns the masked mean loss `Σ mask·CE / Σ mask` (0 when the mask is
-    /// empty) and leaves every activation the backward needs in `acts`.
-    pub fn forward(&self, acts: &mut Activations, batch: &Batch<'_>) -> Result<f32> {
+    /// Forward pass of this rank's part; on the last pipeline stage returns the masked mean
+    /// loss `Σ mask·CE / Σ mask` (0 when the mask is empty), elsewhere `None` with the output
+    /// in [`Activations::stage_output`]. A stage that does not embed reads its input from
+    /// [`Activations::stage_input_mut`]. Leaves every activation the backward needs in `acts`.
+    /// `tp` is the tensor-parallel group (all-reduces after row-parallel projections).
+    pub fn forward_stage(
+        &self,
+        acts: &mut Activations,
+        batch: &Batch<'_>,
+        tp: &mut dyn Communicator,
+    ) -> Result<Option<f32>> {
         let c = &self.config;
+        let tp_on = tp.size() > 1;
         let (lay, w) = (&self.layout, &self.params);
         let n = batch.b * batch.t;
         assert_eq!(
@@ -118,11 +206,11 @@ impl Qwen3 {
         );
         let eps = c.rms_norm_eps as f32;
         for (position, &id) in batch.ids.iter().chain(batch.labels).enumerate() {
-            if id as usize >= v {
+            if id as usize >= self.full_vocab {
                 return Err(Error::TokenOutOfRange {
                     id,
                     position: position % n,
-                    vocab_size: v,
+                    vocab_size: self.full_vocab,
                 });
             }
         }
@@ -130,12 +218,25 @@ impl Qwen3 {
         acts.cos.copy_from_slice(&cos);
         acts.sin.copy_from_slice(&sin);
         let dims = self.dims(acts);
-        embedding_forward(
-            at_mut(&mut acts.resid, 0, n * h),
-            batch.ids,
-            lay.get(w, lay.embed()),
-            h,
-        );
+        if !self.shard.first {
+            // The input was received from the previous stage.
+        } else if tp_on {
+            vocab_embedding_forward(
+                at_mut(&mut acts.resid, 0, n * h),
+                batch.ids,
+                lay.get(w, lay.embed()),
+                h,
+                self.vocab_start(),
+                tp,
+            )?;
+        } else {
+            embedding_forward(
+                at_mut(&mut acts.resid, 0, n * h),
+                batch.ids,
+                lay.get(w, lay.embed()),
+                h,
+            );
+        }
         for l in 0..c.num_hidden_layers {
             let p = |x: P| lay.get(w, lay.layer(l, x));
             let a = &mut *acts;
@@ -192,6 +293,9 @@ impl Qwen3 {
             );
             let o = &mut a.grads.dx; // scratch (N, H)
             linear_forward(o, at(&a.attn_out, l, n * qd), p(P::OProj), n, qd, h);
+            if tp_on {
+                tp.all_reduce_sum(o)?;
+            }
             let mid = at_mut(&mut a.resid_mid, l, n * h);
             for ((m, &x), &o) in mid.iter_mut().zip(at(&a.resid, l, n * h)).zip(o.iter()) {
                 *m = x + o;
@@ -216,12 +320,18 @@ impl Qwen3 {
             );
             let o = &mut a.grads.dx;
             linear_forward(o, at(&a.act, l, n * f), p(P::DownProj), n, f, h);
+            if tp_on {
+                tp.all_reduce_sum(o)?;
+            }
             let (before, after) = a.resid.split_at_mut((l + 1) * n * h);
             let mid = at(&a.resid_mid, l, n * h);
             for ((y, &m), &o) in after[..n * h].iter_mut().zip(mid).zip(o.iter()) {
                 *y = m + o;
             }
             let _ = before;
+        }
+        if !self.shard.last {
+            return Ok(None);
         }
         let last = at(&acts.resid, c.num_hidden_layers, n * h);
         rmsnorm_forward(
@@ -240,10 +350,23 @@ impl Qwen3 {
             h,
             v,
         );
-        cross_entropy_forward(&mut acts.losses, &acts.logits, batch.labels, v);
+        if tp_on {
+            vocab_cross_entropy_forward(
+                &mut acts.losses,
+                &mut acts.ce_max,
+                &mut acts.ce_sum,
+                &acts.logits,
+                batch.labels,
+                v,
+                self.vocab_start(),
+                tp,
+            )?;
+        } else {
+            cross_entropy_forward(&mut acts.losses, &acts.logits, batch.labels, v);
+        }
         let total: f32 = batch.loss_mask.iter().sum();
         if total == 0.0 {
-            return Ok(0.0);
+            return Ok(Some(0.0));
         }
         let sum: f32 = acts
             .losses
@@ -251,19 +374,24 @@ impl Qwen3 {
             .zip(batch.loss_mask)
             .map(|(l, m)| l * m)
             .sum();
-        Ok(sum / total)
+        Ok(Some(sum / total))
     }
 
-    /// Backward pass after [`Qwen3::forward`] on the same batch: accumulates into `grads`
-    /// (layout-shaped) the gradient of `loss_scale · loss`. The logits buffer is consumed.
-    pub fn backward(
+    /// Backward pass after [`Qwen3::forward_stage`] on the same batch: accumulates into
+    /// `grads` (layout-shaped) the gradient of `loss_scale · loss`. The logits buffer is
+    /// consumed. A stage without the loss reads the gradient of its output from
+    /// [`Activations::stage_grad_mut`]; a stage that does not embed leaves the gradient of its
+    /// input in [`Activations::stage_grad`].
+    pub fn backward_stage(
         &self,
         acts: &mut Activations,
         batch: &Batch<'_>,
         grads: &mut [f32],
         loss_scale: f32,
-    ) {
+        tp: &mut dyn Communicator,
+    ) -> Result<()> {
         let c = &self.config;
+        let tp_on = tp.size() > 1;
         let (lay, w) = (&self.layout, &self.params);
         let n = batch.b * batch.t;
         let (h, f, d, v) = (c.hidden_size, c.intermediate_size, c.head_dim, c.vocab_size);
@@ -278,36 +406,47 @@ impl Qwen3 {
         let mut g = lay.split_mut(grads);
         let a = &mut *acts;
         let s = &mut a.grads;
-        for (dl, &m) in s.dlosses.iter_mut().zip(batch.loss_mask) {
-            *dl = if total > 0.0 {
-                m * loss_scale / total
+        if self.shard.last {
+            for (dl, &m) in s.dlosses.iter_mut().zip(batch.loss_mask) {
+                *dl = if total > 0.0 {
+                    m * loss_scale / total
+                } else {
+                    0.0
+                };
+            }
+            if tp_on {
+                let lo = self.vocab_start();
+                let (mx, sm) = (&a.ce_max, &a.ce_sum);
+                vocab_cross_entropy_backward(&mut a.logits, batch.labels, &s.dlosses, mx, sm, lo);
             } else {
-                0.0
-            };
+                cross_entropy_backward(&mut a.logits, batch.labels, &s.dlosses, v);
+            }
+            // lm_head (the embedding when tied) and the final norm.
+            linear_backward(
+                &mut s.dln,
+                g[lay.lm_head()],
+                &a.logits,
+                &a.lnf,
+                lay.get(w, lay.lm_head()),
+                n,
+                h,
+                v,
+                false,
+            );
+            if tp_on {
+                tp.all_reduce_sum(&mut s.dln)?;
+            }
+            let last = at(&a.resid, c.num_hidden_layers, n * h);
+            rmsnorm_backward(
+                &mut s.dresid,
+                g[lay.final_norm()],
+                &s.dln,
+                last,
+                lay.get(w, lay.final_norm()),
+                &a.lnf_rstd,
+                h,
+            );
         }
-        cross_entropy_backward(&mut a.logits, batch.labels, &s.dlosses, v);
-        // lm_head (the embedding when tied) and the final norm.
-        linear_backward(
-            &mut s.dln,
-            g[lay.lm_head()],
-            &a.logits,
-            &a.lnf,
-            lay.get(w, lay.lm_head()),
-            n,
-            h,
-            v,
-            false,
-        );
-        let last = at(&a.resid, c.num_hidden_layers, n * h);
-        rmsnorm_backward(
-            &mut s.dresid,
-            g[lay.final_norm()],
-            &s.dln,
-            last,
-            lay.get(w, lay.final_norm()),
-            &a.lnf_rstd,
-            h,
-        );
         for l in (0..c.num_hidden_layers).rev() {
             let p = |x: P| lay.get(w, lay.layer(l, x));
             let gi = |x: P| lay.layer(l, x);
@@ -353,6 +492,9 @@ impl Qwen3 {
                 f,
                 true,
             );
+            if tp_on {
+                tp.all_reduce_sum(&mut s.dln)?;
+            }
             let mid = at(&a.resid_mid, l, n * h);
             rmsnorm_backward(
                 &mut s.dx,
@@ -448,6 +590,9 @@ impl Qwen3 {
                 kvd,
                 true,
             );
+            if tp_on {
+                tp.all_reduce_sum(&mut s.dln)?;
+            }
             let x = at(&a.resid, l, n * h);
             rmsnorm_backward(
                 &mut s.dx,
@@ -461,7 +606,14 @@ impl Qwen3 {
             add_into(&mut s.dresid, &s.dx);
         }
         let embed = lay.embed();
-        embedding_backward(g[embed], &s.dresid, batch.ids, h);
+        if !self.shard.first {
+            // The gradient of the input stays in `dresid` for the previous stage.
+        } else if tp_on {
+            vocab_embedding_backward(g[embed], &s.dresid, batch.ids, h, self.vocab_start());
+        } else {
+            embedding_backward(g[embed], &s.dresid, batch.ids, h);
+        }
         let _ = &mut g;
+        Ok(())
     }
 }

@@ -92,13 +92,18 @@ pub fn grad_norm(grads: &[f32]) -> f32 {
 /// 1e-6)`, applied when below 1). Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = grad_norm(grads);
+    clip_to(grads, max_norm, norm);
+    norm
+}
+
+/// Scales `grads`, whose (possibly cross-rank) norm is `norm`, as [`clip_grad_norm`] does.
+pub fn clip_to(grads: &mut [f32], max_norm: f32, norm: f32) {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         grads
             .par_chunks_mut(CHUNK)
             .for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
     }
-    norm
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! clip, AdamW, log, checkpoint.
 
 pub mod batch;
+pub mod cluster;
+pub mod step;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +16,10 @@ use crate::config::plan::LoadCheckpoint;
 use crate::config::TrainPlan;
 use crate::data::sampling::build_datasets;
 use crate::metrics::{log_to_tensorboard, EventWriter, JsonlWriter, StepMetrics};
-use crate::model::qwen3::{Activations, Batch, Qwen3};
-use crate::optim::adamw::{adamw_step, clip_grad_norm, grad_norm, AdamWConfig, AdamWState};
-use batch::MicroBatch;
+use crate::model::qwen3::Qwen3;
+use crate::optim::adamw::{adamw_step, clip_to, AdamWConfig, AdamWState};
+use cluster::Cluster;
+use step::StepPlan;
 
 /// Why training stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +36,10 @@ pub enum Error {
     /// Metrics files.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::Error),
-    /// A plan the single-process trainer cannot run.
+    /// Rendezvous or a collective failed (a lost peer, a timeout, another job's peer).
+    #[error(transparent)]
+    Dist(#[from] crate::dist::Error),
+    /// A plan the trainer cannot run.
     #[error("{0}")]
     Unsupported(String),
     /// SIGTERM or SIGINT arrived; the final state was saved at `step`.
@@ -123,13 +129,10 @@ pub fn run_with_stop(
     resolved_config: &str,
     stop: Arc<AtomicBool>,
 ) -> Result<Summary, Error> {
-    if plan.world_size != 1 {
-        return Err(Error::Unsupported(format!(
-            "parallel_config asks for {} processes (data_parallel {} x model_parallel {} x \
-             pipeline_stage {}); this build trains in one process: set all three to 1",
-            plan.world_size, plan.dp_size, plan.tp_size, plan.pp_size
-        )));
-    }
+    // 0. The job: layout checks before any work, then rendezvous.
+    let topo0 = crate::parallel::Topology::new(0, plan.dp_size, plan.tp_size, plan.pp_size);
+    cluster::shard_of(plan, &topo0).local_config(&plan.model)?;
+    let mut cluster = Cluster::join(plan)?;
     let root = checkpoint_root(plan);
     if let Some(dir) = &plan.tokenizer_dir {
         let tok = crate::data::tokenizer::HfTokenizer::load(&dir.join("tokenizer.json"))?;
@@ -143,15 +146,25 @@ pub fn run_with_stop(
             )));
         }
     }
-    // 1. Data.
+    let topo = cluster.topo;
+    let rank0 = topo.rank == 0;
+    // 1. Data (rank 0 builds the index cache first; the others then read it).
+    if !rank0 {
+        cluster.groups.world.barrier()?;
+    }
     let [train, _, _] = build_datasets(&plan.data)?;
+    if rank0 {
+        cluster.groups.world.barrier()?;
+    }
     let train = train.ok_or_else(|| {
         Error::Unsupported("the split string gives the train split no documents".into())
     })?;
     tracing::info!(samples = train.len(), "train dataset ready");
-    // 2. Model and optimizer: resumed, initialised from a checkpoint, or fresh.
-    let mut model = Qwen3::init(plan.model.clone(), plan.seed as u32)?;
-    let mut optimizer = AdamWState::new(model.layout.total);
+    // 2. Model and optimizer: resumed, initialised from a checkpoint, or fresh; every rank
+    // builds the whole model and keeps its part, so any layout starts from the same weights.
+    let full = Qwen3::init(plan.model.clone(), plan.seed as u32)?;
+    let mut full_params = full.params;
+    let mut full_opt: Option<AdamWState> = None;
     let mut state = TrainerState {
         step: 0,
         consumed_samples: 0,
@@ -165,12 +178,12 @@ pub fn run_with_stop(
         LoadCheckpoint::Path(p) => Some(p.clone()),
     };
     if let Some(dir) = source {
-        let loaded = checkpoint::load(&dir, &model.config, &model.layout)?;
-        model.params = loaded.params;
+        let loaded = checkpoint::load(&dir, &full.config, &full.layout)?;
+        full_params = loaded.params;
         if plan.resume_training {
             match (loaded.optimizer, loaded.state) {
                 (Some(o), Some(s)) => {
-                    optimizer = o;
+                    full_opt = Some(o);
                     state = s;
                 }
                 _ => {
@@ -190,6 +203,20 @@ pub fn run_with_stop(
     } else if plan.load_checkpoint == LoadCheckpoint::Auto {
         tracing::info!(root = %root.display(), "no committed checkpoint: starting fresh");
     }
+    let shard = cluster::shard_of(plan, &topo);
+    let mut model = Qwen3::sharded(&plan.model, shard, &full_params)?;
+    drop(full_params);
+    let mut optimizer = match full_opt {
+        Some(o) => {
+            let g = crate::model::params::Layout::new(&plan.model);
+            AdamWState {
+                m: model.shard.extract(&model.layout, &g, &o.m),
+                v: model.shard.extract(&model.layout, &g, &o.v),
+                step: o.step,
+            }
+        }
+        None => AdamWState::new(model.layout.total),
+    };
     let decay: Vec<(usize, usize, bool)> = model
         .layout
         .specs
@@ -202,71 +229,69 @@ pub fn run_with_stop(
         eps: plan.optimizer.eps as f32,
         weight_decay: plan.optimizer.weight_decay as f32,
     };
-    // 3. Outputs.
+    // 3. Outputs (metrics from rank 0, which holds the global loss).
     let (b, t) = (plan.micro_batch_size, plan.seq_length);
-    let mut acts = Activations::new(&model.config, b, t);
+    let mut steps = StepPlan::new(&model, &topo, plan.micro_batches_per_step, b, t);
     let mut grads = vec![0.0f32; model.layout.total];
-    let mut mb = MicroBatch::new(b, t);
     std::fs::create_dir_all(&plan.output_dir)
         .map_err(|e| crate::data::Error::io(&plan.output_dir, e))?;
-    let mut jsonl = JsonlWriter::open(plan.output_dir.join("metrics.jsonl"))?;
-    let mut tb = match &plan.tensorboard {
-        Some(t) => Some(EventWriter::new(t.dir.join("rank_0"))?),
-        None => None,
+    let mut jsonl = match rank0 {
+        true => Some(JsonlWriter::open(plan.output_dir.join("metrics.jsonl"))?),
+        false => None,
+    };
+    let mut tb = match (&plan.tensorboard, rank0) {
+        (Some(t), true) => Some(EventWriter::new(t.dir.join("rank_0"))?),
+        _ => None,
     };
     if let Some(tb) = tb.as_mut() {
         tb.add_text("config", resolved_config, state.step as i64)?;
     }
-    let flops_per_token = model.config.flops_per_token(t);
+    let flops_per_token = plan.model.flops_per_token(t);
+    let devices = topo.world() as f64;
     let start_step = state.step;
     let mut losses = Vec::new();
     let run_started = Instant::now();
     let mut tokens_done = 0u64;
+    let loss_owner = model.shard.last && topo.tp_rank == 0;
     // 4. Steps.
     while state.step < plan.train_steps {
         let started = Instant::now();
         let step = state.step + 1;
         let lr = plan.lr_schedule.lr_at(state.step) as f32;
         grads.fill(0.0);
-        let mut loss_sum = 0.0f32;
-        for m in 0..plan.micro_batches_per_step {
-            let first = state.consumed_samples + (m * b) as u64;
-            mb.fill(&train, first, t)?;
-            let batch = Batch {
-                ids: &mb.ids,
-                labels: &mb.labels,
-                loss_mask: &mb.loss_mask,
-                positions: &mb.positions,
-                b,
-                t,
-            };
-            let loss = model.forward(&mut acts, &batch)?;
-            if !loss.is_finite() {
-                return Err(Error::Diverged {
-                    step,
-                    what: "loss",
-                    value: loss,
-                });
-            }
-            loss_sum += loss;
-            model.backward(
-                &mut acts,
-                &batch,
-                &mut grads,
-                1.0 / plan.micro_batches_per_step as f32,
-            );
+        let loss_sum = steps.run(
+            &model,
+            &train,
+            state.consumed_samples,
+            &mut grads,
+            &mut cluster.groups,
+        )?;
+        // One all-reduce tells every rank the global loss and whether any rank was signalled,
+        // so all of them stop (and save) after the same step.
+        let mut shared = [
+            if loss_owner { loss_sum } else { 0.0 },
+            stop.load(Ordering::SeqCst) as u8 as f32,
+        ];
+        cluster.groups.world.all_reduce_sum(&mut shared)?;
+        let loss = shared[0] / (plan.micro_batches_per_step * topo.dp) as f32;
+        let stopping = shared[1] > 0.0;
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step,
+                what: "loss",
+                value: loss,
+            });
         }
-        let loss = loss_sum / plan.micro_batches_per_step as f32;
-        let norm = match plan.max_grad_norm {
-            Some(max) => clip_grad_norm(&mut grads, max as f32),
-            None => grad_norm(&grads),
-        };
+        let norm = step::global_grad_norm(&model, &grads, &mut *cluster.groups.model)?;
         if !norm.is_finite() {
             return Err(Error::Diverged {
                 step,
                 what: "grad norm",
                 value: norm,
             });
+        }
+        if let Some(max) = plan.max_grad_norm {
+            clip_to(&mut grads, max as f32, norm);
         }
         adamw_step(
             &mut model.params,
@@ -296,50 +321,47 @@ pub fn run_with_stop(
             step_time_ms: secs * 1e3,
             samples_consumed: state.consumed_samples,
             tokens_consumed: state.consumed_samples * t as u64,
-            samples_per_sec_per_device: Some(plan.global_batch_size as f64 / secs),
+            samples_per_sec_per_device: Some(plan.global_batch_size as f64 / secs / devices),
             tokens_per_sec: Some(tps),
-            flops_per_sec_per_device: Some(tps * flops_per_token),
-            mfu: Some(tps * flops_per_token / peak_flops()),
+            flops_per_sec_per_device: Some(tps * flops_per_token / devices),
+            mfu: Some(tps * flops_per_token / devices / peak_flops()),
             memory_rss_bytes: rss_bytes(),
             eta_secs: Some(eta),
         };
-        jsonl.write(&metrics)?;
+        if let Some(jsonl) = jsonl.as_mut() {
+            jsonl.write(&metrics)?;
+        }
         if let Some(tb) = tb.as_mut() {
             log_to_tensorboard(tb, &metrics, plan.global_batch_size as u64)?;
             tb.flush()?;
         }
-        if step % plan.log_every_steps.max(1) == 0
-            || step == plan.train_steps
-            || step == start_step + 1
+        if rank0
+            && (step % plan.log_every_steps.max(1) == 0
+                || step == plan.train_steps
+                || step == start_step + 1)
         {
             tracing::info!(
                 "step {step}/{} | loss {loss:.4} | lr {lr:.3e} | grad_norm {norm:.3} | {tps:.0} tokens/s | mfu {:.1}% | rss {} MiB | eta {eta:.0}s",
                 plan.train_steps,
-                100.0 * tps * flops_per_token / peak_flops(),
+                100.0 * tps * flops_per_token / devices / peak_flops(),
                 rss_bytes().unwrap_or(0) >> 20,
             );
         }
         // Checkpoint: periodic, final, or final-state on a stop signal.
-        let stopping = stop.load(Ordering::SeqCst);
         let due = plan
             .checkpoint
             .as_ref()
             .is_some_and(|ck| step % ck.every_steps.max(1) == 0 || step == plan.train_steps);
         if due || stopping {
-            let ck = plan.checkpoint.as_ref();
-            let dir = checkpoint::save(&SaveRequest {
-                root: &root,
-                config: &model.config,
-                layout: &model.layout,
-                params: &model.params,
-                optimizer: &optimizer,
-                state: &state,
+            let dir = save_checkpoint(
+                plan,
                 resolved_config,
-                tokenizer_dir: plan.tokenizer_dir.as_deref(),
-                keep_max: ck.map_or(1, |c| c.keep_max),
-                mindspore_ckpt: ck.is_some_and(|c| c.mindspore_ckpt),
-            })?;
-            tracing::info!(dir = %dir.display(), "checkpoint committed");
+                &model,
+                &optimizer,
+                &state,
+                &topo,
+                &mut cluster,
+            )?;
             last_checkpoint = Some(dir.clone());
             if stopping {
                 tracing::warn!(step, "stop signal: final state saved");
@@ -360,6 +382,40 @@ pub fn run_with_stop(
         last_checkpoint,
         tokens_per_sec: tokens_done as f64 / run_started.elapsed().as_secs_f64().max(1e-9),
     })
+}
+
+/// Gathers every part on rank 0, which writes and commits the checkpoint; the others wait for
+/// the commit, so no rank moves on (or exits) before the step is safely on disk.
+fn save_checkpoint(
+    plan: &TrainPlan,
+    resolved_config: &str,
+    model: &Qwen3,
+    optimizer: &AdamWState,
+    state: &TrainerState,
+    topo: &crate::parallel::Topology,
+    cluster: &mut Cluster,
+) -> Result<PathBuf, Error> {
+    let root = checkpoint_root(plan);
+    let gathered = cluster::gather_full(model, optimizer, plan, topo, &mut *cluster.groups.world)?;
+    if let Some((params, opt)) = gathered {
+        let ck = plan.checkpoint.as_ref();
+        let layout = crate::model::params::Layout::new(&plan.model);
+        let dir = checkpoint::save(&SaveRequest {
+            root: &root,
+            config: &plan.model,
+            layout: &layout,
+            params: &params,
+            optimizer: &opt,
+            state,
+            resolved_config,
+            tokenizer_dir: plan.tokenizer_dir.as_deref(),
+            keep_max: ck.map_or(1, |c| c.keep_max),
+            mindspore_ckpt: ck.is_some_and(|c| c.mindspore_ckpt),
+        })?;
+        tracing::info!(dir = %dir.display(), "checkpoint committed");
+    }
+    cluster.groups.world.barrier()?;
+    Ok(checkpoint::iteration_dir(&root, state.step))
 }
 
 /// The checkpoint root the plan uses.

@@ -12,11 +12,13 @@ pub fn embedding_forward(out: &mut [f32], ids: &[u32], wte: &[f32], h: usize) {
         });
 }
 
-/// dwte (V, H) += scatter of dout (N, H) by ids (N). Parallel over column blocks of H, each
-/// walking the tokens in order, so the sums are deterministic.
+/// dwte (V, H) += scatter of dout (N, H) by ids (N); ids ≥ V (tokens another
+/// vocabulary-parallel rank owns) are skipped. Parallel over column blocks of H, each walking
+/// the tokens in order, so the sums are deterministic.
 pub fn embedding_backward(dwte: &mut [f32], dout: &[f32], ids: &[u32], h: usize) {
     const BLOCK: usize = 64;
     let n_blocks = h.div_ceil(BLOCK);
+    let v = dwte.len() / h.max(1);
     // Each task owns columns [b*BLOCK, (b+1)*BLOCK) of every row; collect per-block updates to
     // keep the borrow checker happy without unsafe.
     let updates: Vec<Vec<(usize, Vec<f32>)>> = (0..n_blocks)
@@ -25,6 +27,9 @@ pub fn embedding_backward(dwte: &mut [f32], dout: &[f32], ids: &[u32], h: usize)
             let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(h));
             let mut rows: std::collections::BTreeMap<usize, Vec<f32>> = Default::default();
             for (t, &id) in ids.iter().enumerate() {
+                if id as usize >= v {
+                    continue;
+                }
                 let acc = rows
                     .entry(id as usize)
                     .or_insert_with(|| vec![0.0; hi - lo]);

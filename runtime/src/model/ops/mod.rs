@@ -10,6 +10,7 @@ pub mod linear;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
+pub mod vocab_parallel;
 
 #[cfg(test)]
 pub(crate) mod gradcheck;

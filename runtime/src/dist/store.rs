@@ -1,0 +1,444 @@
+//! A TCP key-value store for rendezvous, hosted by the master.
+//!
+//! Wire protocol (all integers little-endian):
+//! - Handshake: the client sends `b"PRETRAIN-STORE"`, `u32` protocol version, `u32` length and
+//!   the job id; the server answers with the same magic, its version, its job id and a status
+//!   byte (0 = accepted) and closes the connection when it refuses.
+//! - Then requests and replies are frames: `u32` body length, body. A request body is an op byte
+//!   and its fields (strings and byte strings as `u32` length + bytes); a reply body is a status
+//!   byte (0 = ok, 1 = key missing at the deadline, 2 = refused with a message) and its data.
+//!
+//! The server never trusts its input: oversized or malformed frames drop the connection.
+//! Counters ([`StoreClient::add`]) are stored as ASCII decimal, so `get` reads them as text.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use super::{comm_timeout, Error, Result, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+
+#[path = "store_server.rs"]
+mod server;
+pub use server::StoreServer;
+
+const MAGIC: &[u8; 14] = b"PRETRAIN-STORE";
+/// Longest key (and job id) in bytes.
+const MAX_KEY_BYTES: usize = 4096;
+/// Longest request body: one value of `MAX_FRAME_BYTES` plus its key and the op fields.
+const MAX_BODY_BYTES: usize = MAX_FRAME_BYTES + 2 * MAX_KEY_BYTES;
+/// How long the server waits for a new client's handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between connection attempts to a master that is not up yet.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+/// Extra time a client gives the server to answer a waiting request after its deadline.
+const REPLY_MARGIN: Duration = Duration::from_secs(5);
+
+const OP_SET: u8 = 1;
+const OP_GET: u8 = 2;
+const OP_TRY_GET: u8 = 3;
+const OP_ADD: u8 = 4;
+const OP_WAIT: u8 = 5;
+const ST_OK: u8 = 0;
+const ST_MISSING: u8 = 1;
+const ST_REFUSED: u8 = 2;
+
+/// `now + timeout`, saturating far in the future instead of overflowing.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(1 << 32)))
+        .unwrap_or(now)
+}
+
+/// Time left until `deadline` (zero once passed).
+pub(crate) fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// Reads a `u32`-length-prefixed string of at most `MAX_KEY_BYTES`.
+fn read_short_str(r: &mut impl Read) -> io::Result<String> {
+    let len = read_u32(r)? as usize;
+    if len > MAX_KEY_BYTES {
+        return Err(invalid(format!("string of {len} bytes")));
+    }
+    let mut b = vec![0u8; len];
+    r.read_exact(&mut b)?;
+    String::from_utf8(b).map_err(|_| invalid("string is not UTF-8"))
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Writes one frame (`u32` length + body) with a single write call.
+fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(4 + body.len());
+    put_bytes(&mut frame, body);
+    w.write_all(&frame)
+}
+
+/// Reads one frame body of at most `max` bytes.
+fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Vec<u8>> {
+    let len = read_u32(r)? as usize;
+    if len > max {
+        return Err(invalid(format!("frame of {len} bytes exceeds {max}")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// A connection to the store. Operations are synchronous; after a transport error the client
+/// is unusable (every later call fails), since replies may be out of step.
+pub struct StoreClient {
+    stream: TcpStream,
+    target: String,
+    local_ip: IpAddr,
+    broken: Option<String>,
+}
+
+/// Resolves `host` and connects to its first address that answers.
+fn dial(host: &str, port: u16, wait: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    for addr in (host, port).to_socket_addrs()? {
+        let wait = wait.clamp(Duration::from_millis(1), Duration::from_secs(2));
+        match TcpStream::connect_timeout(&addr, wait) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+impl StoreClient {
+    /// Resolves `host` (DNS name or IP) and connects to the store at `host:port`, retrying
+    /// every 100 ms until `timeout` (the master may not be up yet), then does the handshake.
+    ///
+    /// Errors: [`Error::Timeout`] when no connection succeeded in time; [`Error::Handshake`]
+    /// when the server belongs to another job, speaks another protocol version or is not a
+    /// pretrain store.
+    pub fn connect(host: &str, port: u16, job_id: &str, timeout: Duration) -> Result<StoreClient> {
+        let target = format!("{host}:{port}");
+        if job_id.len() > MAX_KEY_BYTES {
+            return Err(Error::Handshake(format!(
+                "job id of {} bytes is longer than {MAX_KEY_BYTES}",
+                job_id.len()
+            )));
+        }
+        let deadline = deadline_after(timeout);
+        let mut stream = loop {
+            match dial(host, port, left(deadline)) {
+                Ok(s) => break s,
+                Err(e) if left(deadline).is_zero() => {
+                    return Err(Error::Timeout {
+                        what: format!("the master at {target} (last attempt: {e})"),
+                        secs: timeout.as_secs_f64(),
+                    })
+                }
+                Err(e) => tracing::debug!("store at {target} not reachable yet: {e}"),
+            }
+            std::thread::sleep(RETRY_EVERY.min(left(deadline)));
+        };
+        let io_err = |what: &str| {
+            let what = format!("{what} the store at {target}");
+            move |source| Error::Io { what, source }
+        };
+        let wait = left(deadline).max(Duration::from_secs(5));
+        stream
+            .set_nodelay(true)
+            .map_err(io_err("configuring the connection to"))?;
+        stream
+            .set_read_timeout(Some(wait))
+            .map_err(io_err("configuring the connection to"))?;
+        stream
+            .set_write_timeout(Some(wait))
+            .map_err(io_err("configuring the connection to"))?;
+        let local_ip = stream
+            .local_addr()
+            .map_err(io_err("reading the local address of"))?
+            .ip();
+        let mut hello = MAGIC.to_vec();
+        hello.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        put_bytes(&mut hello, job_id.as_bytes());
+        stream
+            .write_all(&hello)
+            .map_err(|e| handshake_err(&target, e, wait))?;
+        let (version, their_job, status) =
+            read_welcome(&mut stream).map_err(|e| handshake_err(&target, e, wait))?;
+        if version != PROTOCOL_VERSION {
+            return Err(Error::Handshake(format!(
+                "the store at {target} speaks protocol version {version}, this process speaks \
+                 {PROTOCOL_VERSION}; run the same pretrain version on every node"
+            )));
+        }
+        if their_job != job_id {
+            return Err(Error::Handshake(format!(
+                "the store at {target} belongs to job '{their_job}', not '{job_id}'; another \
+                 job's master holds this address: give each job its own --master-port (or \
+                 stop the stale job)"
+            )));
+        }
+        if status != ST_OK {
+            return Err(Error::Handshake(format!(
+                "the store at {target} refused job '{job_id}'"
+            )));
+        }
+        tracing::debug!(%target, %local_ip, "connected to the store");
+        Ok(StoreClient {
+            stream,
+            target,
+            local_ip,
+            broken: None,
+        })
+    }
+
+    /// Stores `value` under `key` (replacing any previous value) and wakes its waiters.
+    pub fn set(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        if value.len() > MAX_FRAME_BYTES {
+            return Err(too_long("value", key, value.len(), MAX_FRAME_BYTES));
+        }
+        let mut req = self.request(OP_SET, key)?;
+        put_bytes(&mut req, value);
+        let reply = self.call(&req, comm_timeout())?;
+        match reply.first() {
+            Some(&ST_OK) => Ok(()),
+            _ => Err(self.bad_reply()),
+        }
+    }
+
+    /// The value under `key`, waiting (on the server) until it exists; [`Error::Timeout`]
+    /// when it does not within `timeout`.
+    pub fn get(&mut self, key: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let mut req = self.request(OP_GET, key)?;
+        req.extend_from_slice(&millis(timeout).to_le_bytes());
+        let reply = self.call(&req, timeout.saturating_add(REPLY_MARGIN))?;
+        match reply.split_first() {
+            Some((&ST_OK, value)) => Ok(value.to_vec()),
+            Some((&ST_MISSING, _)) => Err(Error::Timeout {
+                what: format!("key '{key}' in the store at {}", self.target),
+                secs: timeout.as_secs_f64(),
+            }),
+            _ => Err(self.bad_reply()),
+        }
+    }
+
+    /// The value under `key`, or `None` when it does not exist (no waiting).
+    pub fn try_get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        let req = self.request(OP_TRY_GET, key)?;
+        let reply = self.call(&req, comm_timeout())?;
+        match reply.split_first() {
+            Some((&ST_OK, value)) => Ok(Some(value.to_vec())),
+            Some((&ST_MISSING, _)) => Ok(None),
+            _ => Err(self.bad_reply()),
+        }
+    }
+
+    /// Atomically adds `delta` to the counter under `key` (a missing key counts as 0) and
+    /// returns the new value. [`Error::Mismatch`] when the key holds something else.
+    pub fn add(&mut self, key: &str, delta: i64) -> Result<i64> {
+        let mut req = self.request(OP_ADD, key)?;
+        req.extend_from_slice(&delta.to_le_bytes());
+        let reply = self.call(&req, comm_timeout())?;
+        match reply.split_first() {
+            Some((&ST_OK, v)) => match <[u8; 8]>::try_from(v) {
+                Ok(b) => Ok(i64::from_le_bytes(b)),
+                Err(_) => Err(self.bad_reply()),
+            },
+            Some((&ST_REFUSED, msg)) => Err(Error::Mismatch(format!(
+                "store key '{key}': {}",
+                String::from_utf8_lossy(msg)
+            ))),
+            _ => Err(self.bad_reply()),
+        }
+    }
+
+    /// Waits until every key in `keys` exists; [`Error::Timeout`] naming a missing key when
+    /// they do not within `timeout`.
+    pub fn wait(&mut self, keys: &[&str], timeout: Duration) -> Result<()> {
+        let mut req = vec![OP_WAIT];
+        req.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+        for key in keys {
+            check_key(key)?;
+            put_bytes(&mut req, key.as_bytes());
+        }
+        if req.len() > MAX_BODY_BYTES - 8 {
+            return Err(too_long("key list", "wait", req.len(), MAX_BODY_BYTES - 8));
+        }
+        req.extend_from_slice(&millis(timeout).to_le_bytes());
+        let reply = self.call(&req, timeout.saturating_add(REPLY_MARGIN))?;
+        match reply.split_first() {
+            Some((&ST_OK, _)) => Ok(()),
+            Some((&ST_MISSING, key)) => Err(Error::Timeout {
+                what: format!(
+                    "key '{}' in the store at {}",
+                    String::from_utf8_lossy(key),
+                    self.target
+                ),
+                secs: timeout.as_secs_f64(),
+            }),
+            _ => Err(self.bad_reply()),
+        }
+    }
+
+    /// Counter barrier: adds 1 to the counter under `key`, then polls it until it reaches `n`;
+    /// [`Error::Timeout`] when it does not within `timeout`. Use a fresh key per barrier.
+    pub fn barrier(&mut self, key: &str, n: i64, timeout: Duration) -> Result<()> {
+        let deadline = deadline_after(timeout);
+        let mut count = self.add(key, 1)?;
+        let mut pause = Duration::from_millis(1);
+        while count < n {
+            if left(deadline).is_zero() {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "{n} arrivals at barrier '{key}' in the store at {} ({count} arrived)",
+                        self.target
+                    ),
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(pause.min(left(deadline)));
+            pause = (pause * 2).min(Duration::from_millis(20));
+            count = self.add(key, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The local IP address of this connection: the address by which the master (and so the
+    /// other nodes) can reach this host.
+    pub fn local_ip(&self) -> IpAddr {
+        self.local_ip
+    }
+
+    /// A request body with the op byte and the key.
+    fn request(&self, op: u8, key: &str) -> Result<Vec<u8>> {
+        check_key(key)?;
+        let mut req = vec![op];
+        put_bytes(&mut req, key.as_bytes());
+        Ok(req)
+    }
+
+    /// Sends one request and reads its reply, waiting at most `wait` for it.
+    fn call(&mut self, req: &[u8], wait: Duration) -> Result<Vec<u8>> {
+        if let Some(why) = &self.broken {
+            return Err(Error::PeerLost {
+                rank: 0,
+                detail: format!(
+                    "the connection to the store at {} is unusable after an earlier error ({why})",
+                    self.target
+                ),
+            });
+        }
+        let stream = &mut self.stream;
+        let result = (|| {
+            stream.set_write_timeout(Some(comm_timeout().max(Duration::from_millis(1))))?;
+            stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+            write_frame(stream, req)?;
+            read_frame(stream, MAX_BODY_BYTES)
+        })();
+        result.map_err(|e| {
+            let err = self.transport_err(e, wait);
+            self.broken = Some(err.to_string());
+            err
+        })
+    }
+
+    fn transport_err(&self, e: io::Error, wait: Duration) -> Error {
+        use io::ErrorKind as K;
+        match e.kind() {
+            K::WouldBlock | K::TimedOut => Error::Timeout {
+                what: format!("a reply from the store at {}", self.target),
+                secs: wait.as_secs_f64(),
+            },
+            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                Error::PeerLost {
+                    rank: 0,
+                    detail: format!("the store at {} closed the connection ({e})", self.target),
+                }
+            }
+            K::InvalidData => Error::PeerLost {
+                rank: 0,
+                detail: format!("the store at {} sent a malformed reply ({e})", self.target),
+            },
+            _ => Error::Io {
+                what: format!("talking to the store at {}", self.target),
+                source: e,
+            },
+        }
+    }
+
+    /// Marks the connection unusable after a reply that does not fit the protocol.
+    fn bad_reply(&mut self) -> Error {
+        let detail = format!("the store at {} sent a malformed reply", self.target);
+        self.broken = Some(detail.clone());
+        Error::PeerLost { rank: 0, detail }
+    }
+}
+
+/// Reads the server's handshake answer: version, job id, status.
+fn read_welcome(s: &mut TcpStream) -> io::Result<(u32, String, u8)> {
+    let mut magic = [0u8; MAGIC.len()];
+    s.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(invalid(
+            "it answered with something other than a pretrain store handshake",
+        ));
+    }
+    let version = read_u32(s)?;
+    if version != PROTOCOL_VERSION {
+        return Ok((version, String::new(), ST_REFUSED));
+    }
+    let job = read_short_str(s)?;
+    let mut status = [0u8; 1];
+    s.read_exact(&mut status)?;
+    Ok((version, job, status[0]))
+}
+
+fn handshake_err(target: &str, e: io::Error, wait: Duration) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
+            what: format!("the handshake reply of the store at {target}"),
+            secs: wait.as_secs_f64(),
+        },
+        _ => Error::Handshake(format!(
+            "{target} is not a pretrain store of this version ({e}); check MASTER_ADDR and \
+             MASTER_PORT"
+        )),
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(too_long("key", key, key.len(), MAX_KEY_BYTES));
+    }
+    Ok(())
+}
+
+fn too_long(what: &str, key: &str, len: usize, max: usize) -> Error {
+    let key: String = key.chars().take(64).collect();
+    Error::Io {
+        what: format!("store {what} for '{key}'"),
+        source: io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{len} bytes exceed the limit of {max}"),
+        ),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

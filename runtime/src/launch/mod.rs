@@ -1,0 +1,160 @@
+//! `pretrain launch`: starts the workers of one node, like `msrun` or `torchrun`.
+//!
+//! The node-rank-0 launcher hosts the rendezvous store at `MASTER_ADDR:MASTER_PORT`; every
+//! launcher connects to it (so a master that never comes up, or a store of another job, is an
+//! error within `--cluster-time-out`), waits for the other nodes, then starts
+//! `--local-worker-num` workers with `RANK = NODE_RANK × LOCAL_WORLD_SIZE + LOCAL_RANK` and the
+//! rest of the launch contract in their environment, each logging to
+//! `<log_dir>/worker_<rank>.log`. When a worker fails, the launcher tells the other nodes
+//! through the store, stops its workers (SIGTERM, then SIGKILL after a grace period), and
+//! either restarts the gang from the newest checkpoint (`--max-restarts`) or exits with the
+//! failing worker's code (ARCHITECTURE.md, "Exit codes").
+
+pub mod env;
+mod supervise;
+pub mod termination;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dist::store::{StoreClient, StoreServer};
+use crate::exit;
+
+pub use supervise::Outcome;
+
+/// Launcher options (msrun's names).
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Workers over all nodes.
+    pub worker_num: usize,
+    /// Workers on this node.
+    pub local_worker_num: usize,
+    /// Address of node 0 (the store).
+    pub master_addr: String,
+    /// Port of the store.
+    pub master_port: u16,
+    /// This node's index.
+    pub node_rank: usize,
+    /// Directory of the per-worker logs.
+    pub log_dir: PathBuf,
+    /// Also stream every worker's output to this process's stdout.
+    pub join: bool,
+    /// How long rendezvous may take.
+    pub cluster_timeout: Duration,
+    /// Job id; launchers and workers of another job are refused.
+    pub job_id: String,
+    /// Gang restarts allowed after retryable failures.
+    pub max_restarts: u32,
+    /// Time between SIGTERM and SIGKILL when stopping workers.
+    pub grace: Duration,
+    /// The worker command: program and arguments.
+    pub command: Vec<String>,
+}
+
+/// Why a launch could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Inconsistent options.
+    #[error("{0}")]
+    Invalid(String),
+    /// Rendezvous failed.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::Error),
+    /// A worker could not be started or its log written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The launcher's exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid(_) => exit::CONFIG_INVALID,
+            Error::Dist(d) => exit::for_dist_error(d),
+            Error::Io { .. } => exit::RETRYABLE,
+        }
+    }
+}
+
+impl LaunchOptions {
+    /// Nodes in the job.
+    pub fn nnodes(&self) -> usize {
+        self.worker_num / self.local_worker_num
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if self.worker_num == 0 || self.local_worker_num == 0 {
+            return bad("--worker-num and --local-worker-num must be at least 1".into());
+        }
+        if self.worker_num % self.local_worker_num != 0 {
+            return bad(format!(
+                "--worker-num {} is not a multiple of --local-worker-num {}: every node runs \
+                 the same number of workers",
+                self.worker_num, self.local_worker_num
+            ));
+        }
+        if self.node_rank >= self.nnodes() {
+            return bad(format!(
+                "--node-rank {} is out of range: {} workers at {} per node make {} nodes \
+                 (ranks 0..{})",
+                self.node_rank,
+                self.worker_num,
+                self.local_worker_num,
+                self.nnodes(),
+                self.nnodes() - 1
+            ));
+        }
+        if self.command.is_empty() {
+            return bad(
+                "no worker command: use `pretrain launch [options] -- train --config \
+                        <file>` or `pretrain launch --config <file>`"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs the job's workers on this node until they finish, fail, or `stop` is raised (SIGTERM:
+/// forwarded to the workers, which save a final checkpoint and exit 10).
+pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error> {
+    opts.check()?;
+    std::fs::create_dir_all(&opts.log_dir).map_err(|source| Error::Io {
+        what: format!("cannot create --log-dir {}", opts.log_dir.display()),
+        source,
+    })?;
+    let server = if opts.node_rank == 0 {
+        let s = StoreServer::start("0.0.0.0", opts.master_port, &opts.job_id)?;
+        tracing::info!(addr = %s.addr(), "rendezvous store listening");
+        Some(s)
+    } else {
+        None
+    };
+    let mut store = StoreClient::connect(
+        &opts.master_addr,
+        opts.master_port,
+        &opts.job_id,
+        opts.cluster_timeout,
+    )?;
+    let nnodes = opts.nnodes() as i64;
+    tracing::info!(
+        node_rank = opts.node_rank,
+        "waiting for {nnodes} node(s) at {}:{}",
+        opts.master_addr,
+        opts.master_port
+    );
+    store.barrier("launch/nodes", nnodes, opts.cluster_timeout)?;
+    let outcome = supervise::run_attempts(opts, &mut store, stop)?;
+    // Node 0 keeps the store up until every launcher has seen the outcome.
+    let _ = store.barrier("launch/exit", nnodes, Duration::from_secs(10));
+    drop(server);
+    Ok(outcome)
+}

@@ -1,0 +1,307 @@
+//! Starting, watching and stopping the workers of one node, attempt after attempt.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{Error, LaunchOptions};
+use crate::dist::store::StoreClient;
+use crate::exit;
+
+/// How the workers of this node ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The launcher's exit code: 0, or the failing worker's code (a non-retryable code wins
+    /// over retryable ones, which are usually its consequences).
+    pub code: i32,
+    /// Global rank of the failing worker, when known.
+    pub rank: Option<usize>,
+    /// What happened, in one line.
+    pub message: String,
+    /// Gang restarts done.
+    pub restarts: u32,
+}
+
+struct Worker {
+    rank: usize,
+    child: Child,
+    code: Option<i32>,
+    termed: bool,
+    log: std::path::PathBuf,
+    pumps: Vec<JoinHandle<()>>,
+}
+
+/// Exit code of a finished child: its code, or 128 + the signal that killed it.
+fn code_of(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(exit::RETRYABLE)
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) with the pid of a child we have not reaped yet (its pid cannot have been
+    // reused) and a valid signal number; it touches no memory.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+/// Copies a worker's output, line by line, to its log file (and stdout with `--join`).
+fn pump(
+    from: impl std::io::Read + Send + 'static,
+    log: Arc<Mutex<File>>,
+    rank: usize,
+    join: bool,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if let Ok(mut f) = log.lock() {
+                let _ = writeln!(f, "{line}");
+            }
+            if join {
+                println!("[rank {rank}] {line}");
+            }
+        }
+    })
+}
+
+fn spawn(opts: &LaunchOptions, local_rank: usize, restart: u32) -> Result<Worker, Error> {
+    let rank = opts.node_rank * opts.local_worker_num + local_rank;
+    let log = opts.log_dir.join(format!("worker_{rank}.log"));
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|source| Error::Io {
+            what: format!("cannot open {}", log.display()),
+            source,
+        })?;
+    let status = opts.log_dir.join(format!("worker_{rank}.status.json"));
+    let _ = std::fs::remove_file(&status);
+    let mut cmd = Command::new(&opts.command[0]);
+    cmd.args(&opts.command[1..])
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", local_rank.to_string())
+        .env("WORLD_SIZE", opts.worker_num.to_string())
+        .env("LOCAL_WORLD_SIZE", opts.local_worker_num.to_string())
+        .env("NODE_RANK", opts.node_rank.to_string())
+        .env("NNODES", opts.nnodes().to_string())
+        .env("MASTER_ADDR", &opts.master_addr)
+        .env("MASTER_PORT", opts.master_port.to_string())
+        .env("PRETRAIN_JOB_ID", &opts.job_id)
+        .env("PRETRAIN_RESTART", restart.to_string())
+        .env(
+            "PRETRAIN_CLUSTER_TIMEOUT",
+            opts.cluster_timeout.as_secs_f64().to_string(),
+        )
+        .env("PRETRAIN_STORE_HOSTED", "1")
+        .env("PRETRAIN_STATUS_FILE", &status)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if restart > 0 {
+        cmd.env("PRETRAIN_RESUME", "true");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Share the cores between the local workers, as torchrun does with OMP_NUM_THREADS.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores / opts.local_worker_num).max(1);
+        cmd.env("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let mut child = cmd.spawn().map_err(|source| Error::Io {
+        what: format!("cannot start worker `{}`", opts.command[0]),
+        source,
+    })?;
+    let file = Arc::new(Mutex::new(file));
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(pump(out, file.clone(), rank, opts.join));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(pump(err, file, rank, opts.join));
+    }
+    tracing::info!(rank, pid = child.id(), log = %log.display(), "worker started");
+    Ok(Worker {
+        rank,
+        child,
+        code: None,
+        termed: false,
+        log,
+        pumps,
+    })
+}
+
+/// The last `error:` line of a worker's log, for the failure message.
+fn last_error(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with("error:") || l.contains(" ERROR "))
+        .map(|l| l.trim().to_string())
+}
+
+/// Runs one attempt of the local workers to completion.
+fn run_once(
+    opts: &LaunchOptions,
+    store: &mut StoreClient,
+    stop: &AtomicBool,
+    restart: u32,
+) -> Result<Outcome, Error> {
+    let failed_key = format!("launch/{restart}/failed");
+    let mut workers = (0..opts.local_worker_num)
+        .map(|l| spawn(opts, l, restart))
+        .collect::<Result<Vec<_>, _>>()?;
+    // (rank, code) of our own workers that failed before we stopped them.
+    let mut failures: Vec<(usize, i32)> = Vec::new();
+    let mut remote: Option<String> = None;
+    let mut stopping_since: Option<Instant> = None;
+    let mut killed = false;
+    let mut last_poll = Instant::now();
+    loop {
+        for w in workers.iter_mut().filter(|w| w.code.is_none()) {
+            let status = w.child.try_wait().map_err(|source| Error::Io {
+                what: format!("waiting for rank {}", w.rank),
+                source,
+            })?;
+            if let Some(status) = status {
+                let code = code_of(status);
+                w.code = Some(code);
+                tracing::info!(rank = w.rank, code, "worker exited");
+                if code != 0 && !w.termed {
+                    failures.push((w.rank, code));
+                    let _ = store.set(&failed_key, format!("{} {code}", w.rank).as_bytes());
+                }
+            }
+        }
+        if workers.iter().all(|w| w.code.is_some()) {
+            break;
+        }
+        if failures.is_empty()
+            && remote.is_none()
+            && last_poll.elapsed() > Duration::from_millis(200)
+        {
+            last_poll = Instant::now();
+            match store.try_get(&failed_key) {
+                Ok(Some(v)) => remote = Some(String::from_utf8_lossy(&v).into_owned()),
+                Ok(None) => {}
+                Err(e) => remote = Some(format!("lost the rendezvous store ({e})")),
+            }
+        }
+        let must_stop = !failures.is_empty() || remote.is_some() || stop.load(Ordering::SeqCst);
+        if must_stop {
+            for w in workers.iter_mut().filter(|w| w.code.is_none() && !w.termed) {
+                signal(&w.child, libc::SIGTERM);
+                w.termed = true;
+            }
+            let since = *stopping_since.get_or_insert_with(Instant::now);
+            if !killed && since.elapsed() > opts.grace {
+                tracing::warn!(
+                    "workers still running {:?} after SIGTERM: SIGKILL",
+                    opts.grace
+                );
+                for w in workers.iter_mut().filter(|w| w.code.is_none()) {
+                    let _ = w.child.kill();
+                }
+                killed = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for w in &mut workers {
+        for p in w.pumps.drain(..) {
+            let _ = p.join();
+        }
+    }
+    let chosen = failures
+        .iter()
+        .find(|(_, c)| !exit::is_retryable(*c))
+        .or(failures.first())
+        .copied();
+    let outcome = match (chosen, remote) {
+        (Some((rank, code)), _) => {
+            let log = &workers[rank - opts.node_rank * opts.local_worker_num].log;
+            let detail = last_error(log).unwrap_or_else(|| format!("see {}", log.display()));
+            Outcome {
+                code,
+                rank: Some(rank),
+                message: format!("rank {rank} exited with code {code}: {detail}"),
+                restarts: restart,
+            }
+        }
+        (None, Some(r)) => {
+            let mut it = r.split_whitespace();
+            let rank = it.next().and_then(|s| s.parse().ok());
+            let code = it.next().and_then(|s| s.parse().ok());
+            match (rank, code) {
+                (Some(rank), Some(code)) => Outcome {
+                    code,
+                    rank: Some(rank),
+                    message: format!("rank {rank} on another node exited with code {code}"),
+                    restarts: restart,
+                },
+                _ => Outcome {
+                    code: exit::RETRYABLE,
+                    rank: None,
+                    message: r,
+                    restarts: restart,
+                },
+            }
+        }
+        (None, None) => {
+            let code = workers
+                .iter()
+                .filter_map(|w| w.code)
+                .find(|&c| c != 0)
+                .unwrap_or(0);
+            Outcome {
+                code,
+                rank: None,
+                message: match code {
+                    0 => "all workers finished".into(),
+                    c => format!("workers stopped with code {c}"),
+                },
+                restarts: restart,
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+/// Attempts until success, a non-retryable failure, a stop request, or the restart budget is
+/// spent. All nodes decide alike from the failure recorded in the store, and meet before
+/// restarting, so the new gang starts together and resumes from the newest checkpoint.
+pub(super) fn run_attempts(
+    opts: &LaunchOptions,
+    store: &mut StoreClient,
+    stop: Arc<AtomicBool>,
+) -> Result<Outcome, Error> {
+    let mut restart = 0u32;
+    loop {
+        let outcome = run_once(opts, store, &stop, restart)?;
+        let give_up = outcome.code == 0
+            || !exit::is_retryable(outcome.code)
+            || stop.load(Ordering::SeqCst)
+            || restart >= opts.max_restarts;
+        if give_up {
+            return Ok(outcome);
+        }
+        tracing::warn!(
+            "{}; restarting the workers from the newest checkpoint ({} of {} restarts)",
+            outcome.message,
+            restart + 1,
+            opts.max_restarts
+        );
+        store.barrier(
+            &format!("launch/{restart}/restart"),
+            opts.nnodes() as i64,
+            opts.cluster_timeout,
+        )?;
+        restart += 1;
+    }
+}

@@ -1,0 +1,146 @@
+//! `pretrain launch` arguments (msrun's option names, with `--snake_case` aliases) and the
+//! worker command line they produce.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use pretrain::launch::{self, termination, LaunchOptions};
+
+/// Options not given on the command line come from the launch environment the operator sets
+/// (WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT, PRETRAIN_JOB_ID), then
+/// msrun's defaults.
+#[derive(Args)]
+pub struct LaunchArgs {
+    /// Workers over all nodes [env WORLD_SIZE, default 8]
+    #[arg(long, alias = "worker_num")]
+    worker_num: Option<usize>,
+    /// Workers on this node [env LOCAL_WORLD_SIZE, default --worker-num]
+    #[arg(long, alias = "local_worker_num")]
+    local_worker_num: Option<usize>,
+    /// Address of node 0, which hosts the rendezvous store [env MASTER_ADDR, default 127.0.0.1]
+    #[arg(long, alias = "master_addr")]
+    master_addr: Option<String>,
+    /// Port of the rendezvous store [env MASTER_PORT, default 8118]
+    #[arg(long, alias = "master_port")]
+    master_port: Option<u16>,
+    /// This node's index [env NODE_RANK, default 0]
+    #[arg(long, alias = "node_rank")]
+    node_rank: Option<usize>,
+    /// Directory of the per-worker logs worker_<rank>.log
+    #[arg(long, alias = "log_dir", default_value = "output/msrun_log")]
+    log_dir: PathBuf,
+    /// Stream every worker's output here too, prefixed with its rank (True/False)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    join: Option<bool>,
+    /// Seconds the nodes and workers may take to meet
+    #[arg(long, alias = "cluster_time_out", default_value_t = 7200.0)]
+    cluster_time_out: f64,
+    /// Job id; launchers and workers of another job are refused [env PRETRAIN_JOB_ID]
+    #[arg(long, alias = "job_id")]
+    job_id: Option<String>,
+    /// Restart the workers of every node up to N times after a retryable failure; they resume
+    /// from the newest complete checkpoint
+    #[arg(long, alias = "max_restarts", default_value_t = 0)]
+    max_restarts: u32,
+    /// Seconds between SIGTERM and SIGKILL when stopping workers
+    #[arg(long, alias = "grace_period", default_value_t = 30.0)]
+    grace_period: f64,
+    /// Training config: shorthand for `-- train --config <file> [overrides]`
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The worker command after `--` (`train --config …`, `pretrain train …`, or any program);
+    /// with --config, dotted overrides
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    command: Vec<String>,
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("`{s}` is not True or False")),
+    }
+}
+
+fn env_or<T: std::str::FromStr>(flag: Option<T>, var: &str, default: T) -> Result<T, String> {
+    if let Some(v) = flag {
+        return Ok(v);
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map_err(|_| format!("environment variable {var}={v:?} is not valid")),
+        _ => Ok(default),
+    }
+}
+
+/// The worker command: `pretrain` subcommands run this very binary.
+fn worker_command(a: &LaunchArgs) -> Result<Vec<String>, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find the pretrain binary: {e}"))?
+        .to_string_lossy()
+        .into_owned();
+    let mut cmd = a.command.clone();
+    if let Some(config) = &a.config {
+        let mut c = vec![exe, "train".into(), "--config".into()];
+        c.push(config.to_string_lossy().into_owned());
+        c.extend(cmd);
+        return Ok(c);
+    }
+    if cmd.first().map(String::as_str) == Some("--") {
+        cmd.remove(0);
+    }
+    const SUBCOMMANDS: [&str; 4] = ["train", "preprocess", "convert", "inspect-data"];
+    match cmd.first().map(String::as_str) {
+        Some("pretrain") => cmd[0] = exe,
+        Some(s) if SUBCOMMANDS.contains(&s) => cmd.insert(0, exe),
+        _ => {}
+    }
+    Ok(cmd)
+}
+
+/// Runs the launcher; returns its exit code.
+pub fn run(a: LaunchArgs) -> Result<i32, (i32, String)> {
+    let invalid = |m: String| (pretrain::exit::CONFIG_INVALID, m);
+    let worker_num = env_or(a.worker_num, "WORLD_SIZE", 8).map_err(invalid)?;
+    let opts = LaunchOptions {
+        worker_num,
+        local_worker_num: env_or(a.local_worker_num, "LOCAL_WORLD_SIZE", worker_num)
+            .map_err(invalid)?,
+        master_addr: env_or(a.master_addr.clone(), "MASTER_ADDR", "127.0.0.1".into())
+            .map_err(invalid)?,
+        master_port: env_or(a.master_port, "MASTER_PORT", 8118).map_err(invalid)?,
+        node_rank: env_or(a.node_rank, "NODE_RANK", 0).map_err(invalid)?,
+        log_dir: a.log_dir.clone(),
+        join: a.join.unwrap_or(false),
+        cluster_timeout: Duration::from_secs_f64(a.cluster_time_out.max(0.1)),
+        job_id: env_or(a.job_id.clone(), "PRETRAIN_JOB_ID", "pretrain".into()).map_err(invalid)?,
+        max_restarts: a.max_restarts,
+        grace: Duration::from_secs_f64(a.grace_period.max(0.0)),
+        command: worker_command(&a).map_err(invalid)?,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            tracing::warn!("cannot handle signal {sig}: {e}");
+        }
+    }
+    let outcome = launch::run(&opts, stop).map_err(|e| (e.exit_code(), e.to_string()))?;
+    if let Some(path) = std::env::var_os("PRETRAIN_TERMINATION_LOG") {
+        let path = PathBuf::from(path);
+        if let Err(e) = termination::write(&path, &outcome, &opts.log_dir) {
+            tracing::warn!(
+                "cannot write the termination message to {}: {e}",
+                path.display()
+            );
+        }
+    }
+    if outcome.code != 0 {
+        return Err((outcome.code, outcome.message));
+    }
+    println!("{} ({} restarts)", outcome.message, outcome.restarts);
+    Ok(0)
+}

@@ -1,0 +1,161 @@
+//! A training process's place in the job: the launch environment, rendezvous, its groups, its
+//! part of the model, and the gather of every part to rank 0 for a checkpoint.
+
+use crate::config::TrainPlan;
+use crate::dist::store::{StoreClient, StoreServer};
+use crate::dist::tcp::Mesh;
+use crate::dist::Communicator;
+use crate::launch::env::WorkerEnv;
+use crate::model::params::Layout;
+use crate::model::qwen3::Qwen3;
+use crate::model::shard::{stage_layers, Shard};
+use crate::optim::adamw::AdamWState;
+use crate::parallel::{Groups, Topology};
+
+use super::Error;
+
+/// This process in the job.
+pub struct Cluster {
+    /// Grid position.
+    pub topo: Topology,
+    /// Communicators.
+    pub groups: Groups,
+    // Kept alive for the run: the store (rank 0 without a launcher) and the connections.
+    _server: Option<StoreServer>,
+    _store: Option<StoreClient>,
+    _mesh: Option<Mesh>,
+}
+
+impl Cluster {
+    /// Reads the launch environment, checks it against the plan's layout and, with more than
+    /// one process, meets the other ranks (within the cluster timeout).
+    pub fn join(plan: &TrainPlan) -> Result<Cluster, Error> {
+        let env = WorkerEnv::from_env().map_err(|e| Error::Unsupported(e.to_string()))?;
+        if env.world_size != plan.world_size {
+            return Err(Error::Unsupported(format!(
+                "WORLD_SIZE is {} but parallel_config needs data_parallel {} x model_parallel {} \
+                 x pipeline_stage {} = {} processes; start {} workers (pretrain launch \
+                 --worker-num {}) or change parallel_config",
+                env.world_size,
+                plan.dp_size,
+                plan.tp_size,
+                plan.pp_size,
+                plan.world_size,
+                plan.world_size,
+                plan.world_size
+            )));
+        }
+        let topo = Topology::new(env.rank, plan.dp_size, plan.tp_size, plan.pp_size);
+        if env.world_size == 1 {
+            return Ok(Cluster {
+                topo,
+                groups: Groups::solo(),
+                _server: None,
+                _store: None,
+                _mesh: None,
+            });
+        }
+        let server = if env.hosts_store {
+            Some(StoreServer::start("0.0.0.0", env.master_port, &env.job_id)?)
+        } else {
+            None
+        };
+        let mut store = StoreClient::connect(
+            &env.master_addr,
+            env.master_port,
+            &env.job_id,
+            env.cluster_timeout,
+        )?;
+        let prefix = format!("attempt-{}.{}/mesh", env.attempt, env.restart);
+        let mesh = Mesh::connect(
+            &mut store,
+            &prefix,
+            &env.job_id,
+            env.rank,
+            env.world_size,
+            env.cluster_timeout,
+        )?;
+        let groups = Groups::over(&mesh, &topo, plan.model.tie_word_embeddings)?;
+        tracing::info!(
+            dp_rank = topo.dp_rank,
+            tp_rank = topo.tp_rank,
+            pp_rank = topo.pp_rank,
+            "joined {} ranks (data_parallel {} x model_parallel {} x pipeline_stage {})",
+            topo.world(),
+            topo.dp,
+            topo.tp,
+            topo.pp
+        );
+        Ok(Cluster {
+            topo,
+            groups,
+            _server: server,
+            _store: Some(store),
+            _mesh: Some(mesh),
+        })
+    }
+}
+
+/// The part of the model rank `topo` holds.
+pub fn shard_of(plan: &TrainPlan, topo: &Topology) -> Shard {
+    Shard {
+        tp_rank: topo.tp_rank,
+        tp_size: topo.tp,
+        layers: stage_layers(&plan.layers_per_stage, topo.pp_rank),
+        first: topo.pp_rank == 0,
+        last: topo.pp_rank + 1 == topo.pp,
+    }
+}
+
+/// Every part of the parameters and moments, assembled on world rank 0 in the whole model's
+/// layout (`None` on other ranks). Ranks of data-parallel index 0 send their part.
+pub fn gather_full(
+    model: &Qwen3,
+    opt: &AdamWState,
+    plan: &TrainPlan,
+    topo: &Topology,
+    world: &mut dyn Communicator,
+) -> Result<Option<(Vec<f32>, AdamWState)>, Error> {
+    let global = Layout::new(&plan.model);
+    if topo.world() == 1 {
+        return Ok(Some((model.params.clone(), opt.clone())));
+    }
+    let writers = topo.writers();
+    if topo.rank != 0 {
+        if writers.contains(&topo.rank) {
+            for buf in [&model.params, &opt.m, &opt.v] {
+                world.send(buf, 0)?;
+            }
+        }
+        return Ok(None);
+    }
+    let mut full = [
+        vec![0.0f32; global.total],
+        vec![0.0f32; global.total],
+        vec![0.0f32; global.total],
+    ];
+    for &r in &writers {
+        let t = Topology::new(r, topo.dp, topo.tp, topo.pp);
+        let shard = shard_of(plan, &t);
+        let local = shard.layout(&plan.model)?;
+        for (k, dst) in full.iter_mut().enumerate() {
+            let part = if r == 0 {
+                [&model.params, &opt.m, &opt.v][k].clone()
+            } else {
+                let mut buf = vec![0.0f32; local.total];
+                world.recv(&mut buf, r)?;
+                buf
+            };
+            shard.scatter_into(&local, &global, &part, dst);
+        }
+    }
+    let [params, m, v] = full;
+    Ok(Some((
+        params,
+        AdamWState {
+            m,
+            v,
+            step: opt.step,
+        },
+    )))
+}
