@@ -15,8 +15,8 @@ use crate::exit;
 /// How the workers of this node ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// The launcher's exit code: 0, or the failing worker's code (a non-retryable code wins
-    /// over retryable ones, which are usually its consequences).
+    /// The launcher's exit code: 0, or the failing worker's code (a non-retryable code wins,
+    /// then a worker killed by a signal, over the lost-peer failures they cause in others).
     pub code: i32,
     /// Global rank of the failing worker, when known.
     pub rank: Option<usize>,
@@ -218,11 +218,18 @@ fn run_once(
             let _ = p.join();
         }
     }
+    // The cause, not its echoes: a non-retryable code first, then a worker killed by a
+    // signal, then the first failure (other workers then usually report a lost peer, 1).
+    let cause = |c: i32| match c {
+        c if !exit::is_retryable(c) => 0,
+        c if c > 128 => 1,
+        _ => 2,
+    };
     let chosen = failures
         .iter()
-        .find(|(_, c)| !exit::is_retryable(*c))
-        .or(failures.first())
-        .copied();
+        .enumerate()
+        .min_by_key(|(i, (_, c))| (cause(*c), *i))
+        .map(|(_, f)| *f);
     let outcome = match (chosen, remote) {
         (Some((rank, code)), _) => {
             let log = &workers[rank - opts.node_rank * opts.local_worker_num].log;

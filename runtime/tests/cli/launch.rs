@@ -1,0 +1,496 @@
+//! Multi-process training through `pretrain launch` on loopback, with a tiny model on the
+//! bundled corpus as byte tokens: every (dp, mp, pp) layout gives the (1,1,1) losses; two
+//! launchers act as two nodes; a worker killed with SIGKILL brings every process down within
+//! the timeout (or, with `--max-restarts`, the gang resumes bit-identically); and each bad
+//! input (port in use, absent master, another job's peer, a layout that does not fit) is a
+//! one-line error.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pretrain::data::builder::IndexedDatasetBuilder;
+use pretrain::data::DType;
+
+use crate::assert_fails;
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The first `docs` documents of data/shakespeare.jsonl, one token per UTF-8 byte, EOD = 0.
+fn byte_dataset(dir: &Path, docs: usize) -> PathBuf {
+    let prefix = dir.join("bytes_text_document");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/shakespeare.jsonl");
+    let text = std::fs::read_to_string(corpus).expect("corpus");
+    let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
+    for line in text.lines().take(docs) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let mut ids: Vec<i64> = v["text"]
+            .as_str()
+            .expect("text")
+            .bytes()
+            .map(|c| c as i64)
+            .collect();
+        ids.push(0);
+        b.add_item(&ids).expect("add");
+        b.end_document();
+    }
+    b.finalize().expect("finalize");
+    prefix
+}
+
+/// `train` arguments of a tiny model on `data`, writing to `out`, with `samples` samples of
+/// global batch 4 (micro-batches of 1).
+fn train_args(data: &Path, out: &Path, samples: usize, extra: &[&str]) -> Vec<String> {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qwen3/qwen3_tiny.yaml");
+    let mut v: Vec<String> = vec![
+        "train".into(),
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+        "--output_dir".into(),
+        out.to_string_lossy().into_owned(),
+        format!(
+            "--train_dataset.data_loader.config.data_path=['1', '{}']",
+            data.display()
+        ),
+        format!("--train_dataset.data_loader.sizes=[{samples}, 0, 0]"),
+    ];
+    for s in [
+        "--tokenizer_dir=",
+        "--model.model_config.vocab_size=256",
+        "--model.model_config.hidden_size=32",
+        "--model.model_config.intermediate_size=64",
+        "--model.model_config.num_attention_heads=4",
+        "--model.model_config.num_key_value_heads=2",
+        "--model.model_config.head_dim=8",
+        "--model.model_config.seq_length=32",
+        "--model.model_config.tie_word_embeddings=False",
+        "--train_dataset.data_loader.config.seq_length=32",
+        "--train_dataset.data_loader.config.eod=0",
+        "--runner_config.batch_size=1",
+        "--lr_schedule.warmup_steps=2",
+        "--lr_schedule.learning_rate=1e-2",
+    ] {
+        v.push(s.into());
+    }
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// `pretrain launch` with `launch` options, then `-- <train args>`.
+fn launch_cmd(launch: &[String], train: &[String]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pretrain"));
+    c.arg("launch")
+        .args(launch)
+        .arg("--")
+        .args(train)
+        .env("RUST_LOG", "info")
+        .env("PRETRAIN_COMM_TIMEOUT", "60");
+    c
+}
+
+fn opts(workers: usize, local: usize, node: usize, port: u16, logs: &Path) -> Vec<String> {
+    vec![
+        format!("--worker-num={workers}"),
+        format!("--local-worker-num={local}"),
+        format!("--node-rank={node}"),
+        "--master-addr=127.0.0.1".into(),
+        format!("--master-port={port}"),
+        format!("--log-dir={}", logs.display()),
+        "--cluster-time-out=60".into(),
+        "--grace-period=5".into(),
+    ]
+}
+
+/// (step, loss) of every line of a metrics file; a step logged twice (before and after a
+/// restart) keeps its last value.
+fn losses(out: &Path) -> Vec<f32> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl");
+    let mut by_step = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let step = v["step"].as_u64().expect("step");
+        by_step.insert(step, v["loss"].as_f64().expect("loss") as f32);
+    }
+    by_step.into_values().collect()
+}
+
+fn run_ok(mut c: Command) -> Output {
+    let o = c.output().expect("run launcher");
+    assert!(
+        o.status.success(),
+        "launcher failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[test]
+fn every_layout_gives_the_single_process_losses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    // Global batch 4 in every layout; 10 steps.
+    let layouts: [(&str, usize, &[&str]); 9] = [
+        (
+            "1-1-1",
+            1,
+            &["--runner_config.gradient_accumulation_steps=4"],
+        ),
+        (
+            "2-1-1",
+            2,
+            &[
+                "--parallel_config.data_parallel=2",
+                "--runner_config.gradient_accumulation_steps=2",
+            ],
+        ),
+        (
+            "1-2-1",
+            2,
+            &[
+                "--parallel_config.model_parallel=2",
+                "--runner_config.gradient_accumulation_steps=4",
+            ],
+        ),
+        (
+            "1-1-2",
+            2,
+            &[
+                "--parallel_config.pipeline_stage=2",
+                "--parallel_config.micro_batch_num=4",
+            ],
+        ),
+        (
+            "2-2-1",
+            4,
+            &[
+                "--parallel_config.data_parallel=2",
+                "--parallel_config.model_parallel=2",
+                "--runner_config.gradient_accumulation_steps=2",
+            ],
+        ),
+        (
+            "1-2-2",
+            4,
+            &[
+                "--parallel_config.model_parallel=2",
+                "--parallel_config.pipeline_stage=2",
+                "--parallel_config.micro_batch_num=4",
+            ],
+        ),
+        (
+            "2-1-2",
+            4,
+            &[
+                "--parallel_config.data_parallel=2",
+                "--parallel_config.pipeline_stage=2",
+                "--parallel_config.micro_batch_num=2",
+            ],
+        ),
+        // Tied embeddings: the first and last stage each hold a copy.
+        (
+            "1-1-1-tied",
+            1,
+            &[
+                "--runner_config.gradient_accumulation_steps=4",
+                "--model.model_config.tie_word_embeddings=True",
+            ],
+        ),
+        (
+            "1-2-2-tied",
+            4,
+            &[
+                "--parallel_config.model_parallel=2",
+                "--parallel_config.pipeline_stage=2",
+                "--parallel_config.micro_batch_num=4",
+                "--model.model_config.tie_word_embeddings=True",
+            ],
+        ),
+    ];
+    let mut reference: Option<Vec<f32>> = None;
+    for (name, workers, extra) in layouts {
+        let out = dir.path().join(name);
+        let port = free_port();
+        let c = launch_cmd(
+            &opts(workers, workers, 0, port, &out.join("log")),
+            &train_args(&data, &out, 40, extra),
+        );
+        run_ok(c);
+        let got = losses(&out);
+        assert_eq!(got.len(), 10, "{name}: steps");
+        if name.ends_with("tied") && name.starts_with("1-1-1") || name == "1-1-1" {
+            reference = Some(got);
+            continue;
+        }
+        let want = reference.as_ref().expect("reference first");
+        for (step, (a, b)) in got.iter().zip(want).enumerate() {
+            let rel = ((a - b) / b).abs();
+            assert!(
+                rel < 1e-5,
+                "{name} step {}: loss {a} vs {b} (rel {rel:e})",
+                step + 1
+            );
+        }
+        // One HF-format checkpoint of the whole model, whatever the layout.
+        let ck = out.join("checkpoint/iteration_00000010/model.safetensors");
+        assert!(
+            ck.is_file(),
+            "{name}: no unified checkpoint at {}",
+            ck.display()
+        );
+    }
+}
+
+#[test]
+fn two_launchers_act_as_two_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let single = dir.path().join("single");
+    run_ok(launch_cmd(
+        &opts(1, 1, 0, free_port(), &single.join("log")),
+        &train_args(
+            &data,
+            &single,
+            24,
+            &["--runner_config.gradient_accumulation_steps=4"],
+        ),
+    ));
+    let out = dir.path().join("two");
+    let port = free_port();
+    let args = train_args(
+        &data,
+        &out,
+        24,
+        &[
+            "--parallel_config.data_parallel=2",
+            "--runner_config.gradient_accumulation_steps=2",
+        ],
+    );
+    let mut node1 = launch_cmd(&opts(2, 1, 1, port, &out.join("log1")), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node 1");
+    let o0 = launch_cmd(&opts(2, 1, 0, port, &out.join("log0")), &args)
+        .output()
+        .expect("node 0");
+    let s1 = node1.wait().expect("node 1 exit");
+    assert!(
+        o0.status.success(),
+        "node 0: {}",
+        String::from_utf8_lossy(&o0.stderr)
+    );
+    assert!(s1.success(), "node 1 failed");
+    assert!(out.join("log0/worker_0.log").is_file() && out.join("log1/worker_1.log").is_file());
+    let (a, b) = (losses(&out), losses(&single));
+    assert_eq!(a.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(((x - y) / y).abs() < 1e-5, "{x} vs {y}");
+    }
+}
+
+/// Starts a launcher whose stderr is scanned for "worker started rank=R pid=P" lines.
+fn spawn_watched(mut c: Command) -> (Child, mpsc::Receiver<(usize, u32)>) {
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("launcher");
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if !line.contains("worker started") {
+                continue;
+            }
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            if let (Some(r), Some(p)) = (field("rank="), field("pid=")) {
+                let _ = tx.send((r as usize, p as u32));
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn kill9(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+/// Waits until `out/metrics.jsonl` has at least `steps` lines.
+fn wait_for_steps(out: &Path, steps: usize) {
+    let start = Instant::now();
+    while std::fs::read_to_string(out.join("metrics.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < steps
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s.code().unwrap_or(-1);
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            panic!("launcher still running {within:?} after the kill");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killing_one_worker_stops_every_process_of_both_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let out = dir.path().join("run");
+    let port = free_port();
+    // 2 nodes x 2 workers, data_parallel 2 x pipeline_stage 2, long enough to be killed.
+    let args = train_args(
+        &data,
+        &out,
+        40_000,
+        &[
+            "--parallel_config.data_parallel=2",
+            "--parallel_config.pipeline_stage=2",
+            "--parallel_config.micro_batch_num=2",
+        ],
+    );
+    let (mut n0, rx0) = spawn_watched(launch_cmd(&opts(4, 2, 0, port, &out.join("log0")), &args));
+    let (mut n1, rx1) = spawn_watched(launch_cmd(&opts(4, 2, 1, port, &out.join("log1")), &args));
+    let pids: Vec<(usize, u32)> = rx0.iter().take(2).chain(rx1.iter().take(2)).collect();
+    wait_for_steps(&out, 3);
+    let victim = pids.iter().find(|(r, _)| *r == 3).expect("rank 3").1;
+    kill9(victim);
+    let killed_at = Instant::now();
+    let c1 = wait_exit(&mut n1, Duration::from_secs(30));
+    let c0 = wait_exit(&mut n0, Duration::from_secs(30));
+    assert_eq!(c1, 137, "node 1 reports the killed worker");
+    assert_ne!(c0, 0, "node 0 must fail too");
+    assert!(
+        pretrain::exit::is_retryable(c0),
+        "node 0 exit {c0} must be retryable"
+    );
+    for (r, p) in pids {
+        assert!(!alive(p), "rank {r} (pid {p}) still running");
+    }
+    assert!(killed_at.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn max_restarts_resumes_bit_identically_after_a_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let extra = [
+        "--parallel_config.data_parallel=2",
+        "--runner_config.gradient_accumulation_steps=2",
+        "--callbacks.1.save_checkpoint_steps=50",
+    ];
+    let straight = dir.path().join("straight");
+    run_ok(launch_cmd(
+        &opts(2, 2, 0, free_port(), &straight.join("log")),
+        &train_args(&data, &straight, 2000, &extra),
+    ));
+    let out = dir.path().join("killed");
+    let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
+    o.push("--max-restarts=1".into());
+    let (mut launcher, rx) = spawn_watched(launch_cmd(&o, &train_args(&data, &out, 2000, &extra)));
+    let pids: Vec<(usize, u32)> = rx.iter().take(2).collect();
+    wait_for_steps(&out, 70);
+    kill9(pids.iter().find(|(r, _)| *r == 1).expect("rank 1").1);
+    let code = wait_exit(&mut launcher, Duration::from_secs(120));
+    assert_eq!(code, 0, "the restarted gang should finish");
+    assert_eq!(rx.try_iter().count(), 2, "one restart of both workers");
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(losses(&out)), bits(losses(&straight)));
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(straight.join("checkpoint/iteration_00000500").join(file));
+        let b = std::fs::read(out.join("checkpoint/iteration_00000500").join(file));
+        assert!(
+            a.expect("straight") == b.expect("resumed"),
+            "{file} differs"
+        );
+    }
+}
+
+#[test]
+fn bad_launches_are_one_line_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 5);
+    let out = dir.path().join("o");
+    let args = train_args(&data, &out, 8, &[]);
+    let logs = out.join("log");
+    // Port in use.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    let o = launch_cmd(&opts(1, 1, 0, port, &logs), &args)
+        .output()
+        .expect("run");
+    assert_fails(
+        &o,
+        1,
+        &["cannot listen on", &port.to_string(), "--master-port"],
+    );
+    drop(held);
+    // A master that never comes up.
+    let mut short = opts(2, 1, 1, free_port(), &logs);
+    short.retain(|o| !o.starts_with("--cluster-time-out"));
+    short.push("--cluster-time-out=1".into());
+    let o = launch_cmd(&short, &args).output().expect("run");
+    assert_fails(&o, 1, &["timed out", "master"]);
+    // A launcher of another job.
+    let port = free_port();
+    let mut first = launch_cmd(&opts(2, 1, 0, port, &logs), &args)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node 0");
+    let mut other = opts(2, 1, 1, port, &logs);
+    other.push("--job-id=another".into());
+    let o = launch_cmd(&other, &args).output().expect("run");
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_fails(&o, 2, &["job"]);
+    // Layouts that do not fit the world size or the model.
+    let o = launch_cmd(&opts(2, 2, 0, free_port(), &logs), &args)
+        .output()
+        .expect("run");
+    assert_fails(&o, 2, &["WORLD_SIZE is 2", "= 1 processes"]);
+    let mp3 = train_args(&data, &out, 8, &["--parallel_config.model_parallel=3"]);
+    let o = launch_cmd(&opts(3, 3, 0, free_port(), &logs), &mp3)
+        .output()
+        .expect("run");
+    assert_fails(&o, 2, &["model_parallel"]);
+    // Inconsistent launcher options.
+    let o = launch_cmd(&opts(3, 2, 0, free_port(), &logs), &args)
+        .output()
+        .expect("run");
+    assert_fails(
+        &o,
+        2,
+        &["--worker-num 3 is not a multiple of --local-worker-num 2"],
+    );
+}
