@@ -46,7 +46,7 @@ pub struct PretrainJobSpec {
     /// Image pull policy (`Always`, `IfNotPresent`, `Never`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
-    /// Replaces the container command (default `pretrain launch -- pretrain train`). The args
+    /// Replaces the container command (default `pretrain launch --join -- pretrain train`). The args
     /// `--config <file> <overrides...>` are appended either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,

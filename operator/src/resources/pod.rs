@@ -21,7 +21,7 @@ use crate::crd::PretrainJob;
 
 /// The default container command: the runtime's launcher, which starts `workersPerNode`
 /// `pretrain train` processes with the contract environment.
-pub const DEFAULT_COMMAND: [&str; 5] = ["pretrain", "launch", "--", "pretrain", "train"];
+pub const DEFAULT_COMMAND: [&str; 6] = ["pretrain", "launch", "--join", "--", "pretrain", "train"];
 
 /// Why a pod could not be built (reported as an `Invalid` condition).
 #[derive(Debug, thiserror::Error)]

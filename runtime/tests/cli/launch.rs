@@ -494,3 +494,39 @@ fn bad_launches_are_one_line_errors() {
         &["--worker-num 3 is not a multiple of --local-worker-num 2"],
     );
 }
+
+#[test]
+fn msrun_launcher_script_takes_the_positional_forms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 5);
+    let out = dir.path().join("o");
+    let train = train_args(&data, &out, 8, &["--parallel_config.data_parallel=2"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/msrun_launcher.sh");
+    let logs = out.join("msrun_log");
+    let port = free_port().to_string();
+    let o = Command::new("bash")
+        .arg(&script)
+        // One string split on whitespace, as msrun takes it: no spaces inside an argument.
+        .arg(
+            train
+                .join(" ")
+                .replace("', '", "','")
+                .replace(", 0, 0]", ",0,0]"),
+        )
+        .args(["2", "2", "127.0.0.1", &port, "0"])
+        .arg(&logs)
+        .args(["False", "60"])
+        .env("PRETRAIN_BIN", env!("CARGO_BIN_EXE_pretrain"))
+        .output()
+        .expect("script");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(logs.join("worker_0.log").is_file() && logs.join("worker_1.log").is_file());
+    assert_eq!(losses(&out).len(), 4);
+    let o = Command::new("bash")
+        .arg(&script)
+        .args(["train", "2", "3"])
+        .output()
+        .expect("script");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("takes 1, 2, 6 or 9 arguments, got 3"));
+}
