@@ -28,6 +28,9 @@ pub struct TrainPlan {
     pub tp_size: usize,
     /// Pipeline stages.
     pub pp_size: usize,
+    /// ZeRO-1: shard the optimizer state over data-parallel replicas
+    /// (`parallel.enable_parallel_optimizer`).
+    pub zero1: bool,
     /// Sequence parallelism within tensor-parallel groups.
     pub sequence_parallel: bool,
     /// Samples per micro-batch per data-parallel rank (`runner_config.batch_size`).

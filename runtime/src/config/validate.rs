@@ -150,6 +150,12 @@ impl Config {
             tp_size: to_usize(tp),
             pp_size: to_usize(pp),
             sequence_parallel: self.parallel_config.use_seq_parallel,
+            zero1: matches!(
+                self.parallel
+                    .as_ref()
+                    .and_then(|p| p.enable_parallel_optimizer.as_ref()),
+                Some(super::mindspore::Opaque::Bool(true))
+            ),
             micro_batch_size: to_usize(r.batch_size),
             micro_batches_per_step: to_usize(micro_batches),
             global_batch_size: to_usize(global_batch),

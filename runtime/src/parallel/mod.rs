@@ -7,6 +7,7 @@
 //! apart.
 
 pub mod schedule;
+pub mod zero;
 
 use crate::dist::tcp::Mesh;
 use crate::dist::{Communicator, Result, SoloComm};

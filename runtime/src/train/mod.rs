@@ -17,7 +17,8 @@ use crate::config::TrainPlan;
 use crate::data::sampling::build_datasets;
 use crate::metrics::{log_to_tensorboard, EventWriter, JsonlWriter, StepMetrics};
 use crate::model::qwen3::Qwen3;
-use crate::optim::adamw::{adamw_step, clip_to, AdamWConfig, AdamWState};
+use crate::optim::adamw::{AdamWConfig, AdamWState};
+use crate::parallel::zero::DistOptimizer;
 use cluster::Cluster;
 use step::StepPlan;
 
@@ -206,7 +207,7 @@ pub fn run_with_stop(
     let shard = cluster::shard_of(plan, &topo);
     let mut model = Qwen3::sharded(&plan.model, shard, &full_params)?;
     drop(full_params);
-    let mut optimizer = match full_opt {
+    let optimizer = match full_opt {
         Some(o) => {
             let g = crate::model::params::Layout::new(&plan.model);
             AdamWState {
@@ -217,6 +218,10 @@ pub fn run_with_stop(
         }
         None => AdamWState::new(model.layout.total),
     };
+    let mut optimizer = DistOptimizer::new(optimizer, plan.zero1, topo.dp_rank, topo.dp);
+    if let DistOptimizer::Sharded { lo, hi, .. } = &optimizer {
+        tracing::info!("ZeRO-1: this replica keeps the AdamW state of parameters {lo}..{hi}");
+    }
     let decay: Vec<(usize, usize, bool)> = model
         .layout
         .specs
@@ -282,7 +287,9 @@ pub fn run_with_stop(
                 value: loss,
             });
         }
-        let norm = step::global_grad_norm(&model, &grads, &mut *cluster.groups.model)?;
+        let groups = &mut cluster.groups;
+        optimizer.reduce_grads(&mut grads, &mut *groups.dp)?;
+        let norm = optimizer.grad_norm(&model, &grads, &mut *groups.model, &mut *groups.world)?;
         if !norm.is_finite() {
             return Err(Error::Diverged {
                 step,
@@ -291,16 +298,10 @@ pub fn run_with_stop(
             });
         }
         if let Some(max) = plan.max_grad_norm {
-            clip_to(&mut grads, max as f32, norm);
+            optimizer.clip(&mut grads, max as f32, norm);
         }
-        adamw_step(
-            &mut model.params,
-            &grads,
-            &mut optimizer,
-            &decay,
-            &adamw,
-            lr,
-        );
+        let dp = &mut *cluster.groups.dp;
+        optimizer.step(&mut model.params, &grads, &decay, &adamw, lr, dp)?;
         state.step = step;
         state.consumed_samples += plan.global_batch_size as u64;
         state.last_loss = loss;
@@ -390,13 +391,14 @@ fn save_checkpoint(
     plan: &TrainPlan,
     resolved_config: &str,
     model: &Qwen3,
-    optimizer: &AdamWState,
+    optimizer: &DistOptimizer,
     state: &TrainerState,
     topo: &crate::parallel::Topology,
     cluster: &mut Cluster,
 ) -> Result<PathBuf, Error> {
     let root = checkpoint_root(plan);
-    let gathered = cluster::gather_full(model, optimizer, plan, topo, &mut *cluster.groups.world)?;
+    let local = optimizer.full_state(&mut *cluster.groups.dp)?;
+    let gathered = cluster::gather_full(model, &local, plan, topo, &mut *cluster.groups.world)?;
     if let Some((params, opt)) = gathered {
         let ck = plan.checkpoint.as_ref();
         let layout = crate::model::params::Layout::new(&plan.model);

@@ -5,7 +5,6 @@
 //! the first and last stage, data-parallel replicas).
 
 use crate::data::sampling::MegatronDataset;
-use crate::dist::Communicator;
 use crate::model::qwen3::{Activations, Batch, Qwen3};
 use crate::parallel::schedule::{self, Op};
 use crate::parallel::{Groups, Topology};
@@ -52,8 +51,8 @@ impl StepPlan {
     }
 
     /// Runs the step's forward and backward passes from global sample `consumed`, accumulating
-    /// into `grads` the gradient of the mean loss over the global batch, summed over every
-    /// copy. Returns the sum of this rank's micro-batch losses (0 except on the last stage).
+    /// into `grads` this replica's share of the gradient of the mean loss over the global
+    /// batch, summed over the copies within the replica. Returns the sum of this rank's micro-batch losses (0 except on the last stage).
     pub fn run(
         &mut self,
         model: &Qwen3,
@@ -138,34 +137,14 @@ fn pair(arenas: &mut [Arena], i: usize, j: usize) -> (&Arena, &mut Activations) 
     }
 }
 
-/// Sums gradients over the copies of each parameter: tensor-parallel norms, the tied
-/// embedding's first- and last-stage copies, and the data-parallel replicas.
+/// Sums gradients over the copies of each parameter within a replica: tensor-parallel norms
+/// and the tied embedding's first- and last-stage copies (the data-parallel sum is the
+/// optimizer's, see [`crate::parallel::zero`]).
 fn sync_grads(model: &Qwen3, grads: &mut [f32], groups: &mut Groups) -> Result<(), Error> {
     model.reduce_tp_grads(grads, &mut *groups.tp)?;
     if let Some(embed) = groups.embed.as_mut() {
         let s = &model.layout.specs[model.layout.embed()];
         embed.all_reduce_sum(&mut grads[s.offset..s.offset + s.len])?;
     }
-    groups.dp.all_reduce_sum(grads)?;
     Ok(())
-}
-
-/// The global gradient norm: each distinct parameter counted once over the model replica.
-pub fn global_grad_norm(
-    model: &Qwen3,
-    grads: &[f32],
-    group: &mut dyn Communicator,
-) -> Result<f32, Error> {
-    let mut sq = [0.0f32];
-    if group.size() == 1 {
-        return Ok(crate::optim::adamw::grad_norm(grads));
-    }
-    for s in &model.layout.specs {
-        if model.shard.owns(&s.name) {
-            let g = &grads[s.offset..s.offset + s.len];
-            sq[0] += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() as f32;
-        }
-    }
-    group.all_reduce_sum(&mut sq)?;
-    Ok(sq[0].sqrt())
 }

@@ -135,7 +135,7 @@ fn every_layout_gives_the_single_process_losses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = byte_dataset(dir.path(), 20);
     // Global batch 4 in every layout; 10 steps.
-    let layouts: [(&str, usize, &[&str]); 9] = [
+    let layouts: [(&str, usize, &[&str]); 11] = [
         (
             "1-1-1",
             1,
@@ -190,6 +190,26 @@ fn every_layout_gives_the_single_process_losses() {
                 "--parallel_config.data_parallel=2",
                 "--parallel_config.pipeline_stage=2",
                 "--parallel_config.micro_batch_num=2",
+            ],
+        ),
+        // ZeRO-1: optimizer state sharded over the replicas.
+        (
+            "2-1-1-zero1",
+            2,
+            &[
+                "--parallel_config.data_parallel=2",
+                "--runner_config.gradient_accumulation_steps=2",
+                "--parallel.enable_parallel_optimizer=True",
+            ],
+        ),
+        (
+            "2-2-1-zero1",
+            4,
+            &[
+                "--parallel_config.data_parallel=2",
+                "--parallel_config.model_parallel=2",
+                "--runner_config.gradient_accumulation_steps=2",
+                "--parallel.enable_parallel_optimizer=True",
             ],
         ),
         // Tied embeddings: the first and last stage each hold a copy.
@@ -409,6 +429,8 @@ fn max_restarts_resumes_bit_identically_after_a_kill() {
         "--parallel_config.data_parallel=2",
         "--runner_config.gradient_accumulation_steps=2",
         "--callbacks.1.save_checkpoint_steps=50",
+        // ZeRO-1, so the checkpoint gathers sharded moments and the resume re-shards them.
+        "--parallel.enable_parallel_optimizer=True",
     ];
     let straight = dir.path().join("straight");
     run_ok(launch_cmd(
