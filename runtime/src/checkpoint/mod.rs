@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub mod mindspore_ckpt;
+pub mod sharded;
 
 use crate::model::params::Layout;
 use crate::model::Qwen3Config;
@@ -140,8 +141,12 @@ pub struct SaveRequest<'a> {
     pub layout: &'a Layout,
     /// Parameters.
     pub params: &'a [f32],
-    /// Optimizer state.
-    pub optimizer: &'a AdamWState,
+    /// Optimizer state of the whole model; `None` when the ranks wrote their parts into
+    /// `staging` instead ([`sharded`]).
+    pub optimizer: Option<&'a AdamWState>,
+    /// The staging directory the ranks' parts were written to ([`sharded::begin`]); `None`
+    /// for a single process.
+    pub staging: Option<&'a Path>,
     /// Trainer state.
     pub state: &'a TrainerState,
     /// The resolved training config (YAML).
@@ -160,11 +165,17 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(io(root))?;
     let step = req.state.step;
     let final_dir = iteration_dir(root, step);
-    let tmp = root.join(format!(".iteration_{step:08}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let tmp = match req.staging {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let tmp = root.join(format!(".iteration_{step:08}.tmp-{}", std::process::id()));
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+            }
+            std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+            tmp
+        }
+    };
     let model_path = tmp.join("model.safetensors");
     req.layout
         .save_safetensors(req.params, &model_path, None)
@@ -174,11 +185,10 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
         .map_err(io(&model_path))?;
     let json = serde_json::to_vec_pretty(&req.config.to_hf_json()).unwrap_or_default();
     write_synced(&tmp.join("config.json"), &json)?;
-    let opt_path = tmp.join("optimizer.safetensors");
-    write_synced(
-        &opt_path,
-        &optimizer_bytes(req.layout, req.optimizer, &opt_path)?,
-    )?;
+    if let Some(opt) = req.optimizer {
+        let opt_path = tmp.join("optimizer.safetensors");
+        write_synced(&opt_path, &optimizer_bytes(req.layout, opt, &opt_path)?)?;
+    }
     let state = serde_json::to_vec_pretty(req.state).unwrap_or_default();
     write_synced(&tmp.join("trainer_state.json"), &state)?;
     write_synced(&tmp.join("config.yaml"), req.resolved_config.as_bytes())?;
@@ -208,6 +218,9 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
         mindspore_ckpt::write_ckpt(&path, &tensors).map_err(io(&path))?;
     }
     write_metadata(&tmp)?;
+    if tmp.join("shards").is_dir() {
+        sync_dir(&tmp.join("shards"))?;
+    }
     sync_dir(&tmp)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
@@ -227,16 +240,32 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
-/// `metadata.json`: `{"files": {name: {"bytes": n, "sha256": h}}}` for every file in `dir`.
+/// Files of `dir` and of its subdirectories, as paths relative to `dir`, sorted.
+fn files_below(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let here = dir.join(&rel);
+        for entry in std::fs::read_dir(&here).map_err(io(&here))? {
+            let entry = entry.map_err(io(&here))?;
+            let rel = rel.join(entry.file_name());
+            if entry.file_type().map_err(io(&here))?.is_dir() {
+                todo.push(rel);
+            } else {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `metadata.json`: `{"files": {name: {"bytes": n, "sha256": h}}}` for every file in `dir`
+/// (names of files in subdirectories are relative paths, e.g. `shards/tp00-pp00.safetensors`).
 fn write_metadata(dir: &Path) -> Result<()> {
     let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
+    for name in files_below(dir)? {
+        let path = dir.join(&name);
         let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
         files.insert(
             name,
@@ -424,7 +453,7 @@ pub fn load(dir: &Path, config: &Qwen3Config, layout: &Layout) -> Result<Loaded>
             .ok_or_else(|| invalid(&opt_path, "no optimizer step in the metadata"))?;
         Some(state)
     } else {
-        None
+        sharded::load_moments(dir, config)?
     };
     let state_path = dir.join("trainer_state.json");
     let state = match std::fs::read_to_string(&state_path) {

@@ -9,7 +9,6 @@ use crate::launch::env::WorkerEnv;
 use crate::model::params::Layout;
 use crate::model::qwen3::Qwen3;
 use crate::model::shard::{stage_layers, Shard};
-use crate::optim::adamw::AdamWState;
 use crate::parallel::{Groups, Topology};
 
 use super::Error;
@@ -107,55 +106,36 @@ pub fn shard_of(plan: &TrainPlan, topo: &Topology) -> Shard {
     }
 }
 
-/// Every part of the parameters and moments, assembled on world rank 0 in the whole model's
-/// layout (`None` on other ranks). Ranks of data-parallel index 0 send their part.
-pub fn gather_full(
+/// The whole model's parameters, assembled on world rank 0 from every part (`None` on other
+/// ranks). Ranks of data-parallel index 0 send their part.
+pub fn gather_params(
     model: &Qwen3,
-    opt: &AdamWState,
     plan: &TrainPlan,
     topo: &Topology,
     world: &mut dyn Communicator,
-) -> Result<Option<(Vec<f32>, AdamWState)>, Error> {
-    let global = Layout::new(&plan.model);
+) -> Result<Option<Vec<f32>>, Error> {
     if topo.world() == 1 {
-        return Ok(Some((model.params.clone(), opt.clone())));
+        return Ok(Some(model.params.clone()));
     }
     let writers = topo.writers();
     if topo.rank != 0 {
         if writers.contains(&topo.rank) {
-            for buf in [&model.params, &opt.m, &opt.v] {
-                world.send(buf, 0)?;
-            }
+            world.send(&model.params, 0)?;
         }
         return Ok(None);
     }
-    let mut full = [
-        vec![0.0f32; global.total],
-        vec![0.0f32; global.total],
-        vec![0.0f32; global.total],
-    ];
+    let global = Layout::new(&plan.model);
+    let mut full = vec![0.0f32; global.total];
     for &r in &writers {
-        let t = Topology::new(r, topo.dp, topo.tp, topo.pp);
-        let shard = shard_of(plan, &t);
+        let shard = shard_of(plan, &Topology::new(r, topo.dp, topo.tp, topo.pp));
         let local = shard.layout(&plan.model)?;
-        for (k, dst) in full.iter_mut().enumerate() {
-            let part = if r == 0 {
-                [&model.params, &opt.m, &opt.v][k].clone()
-            } else {
-                let mut buf = vec![0.0f32; local.total];
-                world.recv(&mut buf, r)?;
-                buf
-            };
-            shard.scatter_into(&local, &global, &part, dst);
+        if r == 0 {
+            shard.scatter_into(&local, &global, &model.params, &mut full);
+        } else {
+            let mut buf = vec![0.0f32; local.total];
+            world.recv(&mut buf, r)?;
+            shard.scatter_into(&local, &global, &buf, &mut full);
         }
     }
-    let [params, m, v] = full;
-    Ok(Some((
-        params,
-        AdamWState {
-            m,
-            v,
-            step: opt.step,
-        },
-    )))
+    Ok(Some(full))
 }

@@ -385,8 +385,11 @@ pub fn run_with_stop(
     })
 }
 
-/// Gathers every part on rank 0, which writes and commits the checkpoint; the others wait for
-/// the commit, so no rank moves on (or exits) before the step is safely on disk.
+/// Writes a checkpoint. One process: the single-file layout. Several: every rank of
+/// data-parallel index 0 writes its part of the weights and moments into the shared staging
+/// directory (temporary name, fsync, rename); after a barrier rank 0 adds the unified HF weights
+/// (gathered over the network), config, trainer state and checksums of everything, renames the
+/// directory and writes the commit marker; a last barrier holds every rank until the commit.
 fn save_checkpoint(
     plan: &TrainPlan,
     resolved_config: &str,
@@ -398,8 +401,29 @@ fn save_checkpoint(
 ) -> Result<PathBuf, Error> {
     let root = checkpoint_root(plan);
     let local = optimizer.full_state(&mut *cluster.groups.dp)?;
-    let gathered = cluster::gather_full(model, &local, plan, topo, &mut *cluster.groups.world)?;
-    if let Some((params, opt)) = gathered {
+    let multi = topo.world() > 1;
+    let staging = checkpoint::sharded::staging_dir(&root, state.step);
+    if multi {
+        if topo.rank == 0 {
+            std::fs::create_dir_all(&root).map_err(|e| crate::data::Error::io(&root, e))?;
+            checkpoint::sharded::begin(&root, state.step)?;
+        }
+        cluster.groups.world.barrier()?;
+        if topo.dp_rank == 0 {
+            checkpoint::sharded::write_shard(
+                &staging,
+                &model.shard,
+                topo.pp_rank,
+                &model.layout,
+                &model.params,
+                &local,
+            )?;
+        }
+    }
+    let gathered = cluster::gather_params(model, plan, topo, &mut *cluster.groups.world)?;
+    // Every part is on disk (renamed) before rank 0 commits.
+    cluster.groups.world.barrier()?;
+    if let Some(params) = gathered {
         let ck = plan.checkpoint.as_ref();
         let layout = crate::model::params::Layout::new(&plan.model);
         let dir = checkpoint::save(&SaveRequest {
@@ -407,7 +431,8 @@ fn save_checkpoint(
             config: &plan.model,
             layout: &layout,
             params: &params,
-            optimizer: &opt,
+            optimizer: (!multi).then_some(&local),
+            staging: multi.then_some(staging.as_path()),
             state,
             resolved_config,
             tokenizer_dir: plan.tokenizer_dir.as_deref(),

@@ -256,13 +256,16 @@ fn every_layout_gives_the_single_process_losses() {
                 step + 1
             );
         }
-        // One HF-format checkpoint of the whole model, whatever the layout.
-        let ck = out.join("checkpoint/iteration_00000010/model.safetensors");
+        // One HF-format checkpoint of the whole model, whatever the layout, and one part per
+        // (tensor, pipeline) rank.
+        let it = out.join("checkpoint/iteration_00000010");
         assert!(
-            ck.is_file(),
-            "{name}: no unified checkpoint at {}",
-            ck.display()
+            it.join("model.safetensors").is_file(),
+            "{name}: no unified checkpoint"
         );
+        let parts = std::fs::read_dir(it.join("shards")).map_or(0, |d| d.count());
+        let dp = if name.starts_with('2') { 2 } else { 1 };
+        assert_eq!(parts, workers / dp, "{name}: parts");
     }
 }
 
@@ -449,7 +452,7 @@ fn max_restarts_resumes_bit_identically_after_a_kill() {
     assert_eq!(rx.try_iter().count(), 2, "one restart of both workers");
     let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(losses(&out)), bits(losses(&straight)));
-    for file in ["model.safetensors", "optimizer.safetensors"] {
+    for file in ["model.safetensors", "shards/tp00-pp00.safetensors"] {
         let a = std::fs::read(straight.join("checkpoint/iteration_00000500").join(file));
         let b = std::fs::read(out.join("checkpoint/iteration_00000500").join(file));
         assert!(
@@ -551,4 +554,53 @@ fn msrun_launcher_script_takes_the_positional_forms() {
         .expect("script");
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("takes 1, 2, 6 or 9 arguments, got 3"));
+}
+
+#[test]
+fn a_checkpoint_resumes_under_another_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let save5 = ["--callbacks.1.save_checkpoint_steps=5"];
+    // (1,2,2) for 10 steps, committing iterations 5 and 10.
+    let a = dir.path().join("a");
+    let mut extra = vec![
+        "--parallel_config.model_parallel=2",
+        "--parallel_config.pipeline_stage=2",
+        "--parallel_config.micro_batch_num=4",
+    ];
+    extra.extend(save5);
+    run_ok(launch_cmd(
+        &opts(4, 4, 0, free_port(), &a.join("log")),
+        &train_args(&data, &a, 40, &extra),
+    ));
+    // Iteration 5 alone, resumed by (2,1,1) with ZeRO-1.
+    let b = dir.path().join("b");
+    let root = b.join("ckpt");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(a.join("checkpoint/iteration_00000005"))
+        .arg(&root)
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    std::fs::write(root.join("latest_checkpointed_iteration.txt"), "5").expect("marker");
+    let load = format!("--load_checkpoint={}", root.display());
+    let mut extra = vec![
+        "--parallel_config.data_parallel=2",
+        "--runner_config.gradient_accumulation_steps=2",
+        "--parallel.enable_parallel_optimizer=True",
+        "--resume_training=True",
+        load.as_str(),
+    ];
+    extra.extend(save5);
+    run_ok(launch_cmd(
+        &opts(2, 2, 0, free_port(), &b.join("log")),
+        &train_args(&data, &b, 40, &extra),
+    ));
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(lb.len(), 5, "steps 6..10 only");
+    for (x, y) in lb.iter().zip(&la[5..]) {
+        assert!(((x - y) / y).abs() < 1e-5, "{x} vs {y}");
+    }
 }
