@@ -56,7 +56,7 @@ pub fn for_train_error(e: &crate::train::Error) -> i32 {
         E::Checkpoint(_) => DATA_INVALID,
         E::Metrics(_) => RETRYABLE,
         E::Unsupported(_) => CONFIG_INVALID,
-        E::Diverged { .. } => DIVERGED,
+        E::Diverged { .. } | E::Unhealthy { .. } => DIVERGED,
         E::Stopped { .. } => STOPPED,
     }
 }

@@ -349,3 +349,42 @@ fn a_corrupt_or_partial_newest_checkpoint_falls_back_to_the_previous_one() {
         "{err}"
     );
 }
+
+#[test]
+fn spiking_steps_are_skipped_then_training_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    // A threshold every gradient norm exceeds: every step is skipped, so after 4 steps the
+    // weights are the initial ones, bit for bit.
+    let skip = [
+        "--runner_wrapper.use_skip_data_by_global_norm=True",
+        "--runner_wrapper.global_norm_spike_threshold=1e-9",
+        "--monitor_config.global_norm_spike_count_threshold=100",
+        "--runner_config.train_iters=4",
+        "--callbacks.1.save_checkpoint_steps=4",
+    ];
+    let (p, yaml) = plan(&dir.path().join("skip"), &data, &skip);
+    let skipped = pretrain::train::run(&p, &yaml).expect("skipping run");
+    let ck = skipped.last_checkpoint.expect("checkpoint");
+    let init = pretrain::model::qwen3::Qwen3::init(p.model.clone(), p.seed as u32).expect("init");
+    let saved = pretrain::checkpoint::load(&ck, &init.config, &init.layout).expect("load");
+    assert!(
+        saved.params == init.params,
+        "a skipped step changed the weights"
+    );
+    // The third spike in a row stops training (exit 4, as a divergence).
+    let stop = [
+        "--runner_wrapper.use_skip_data_by_global_norm=True",
+        "--runner_wrapper.global_norm_spike_threshold=1e-9",
+        "--monitor_config.global_norm_spike_count_threshold=3",
+    ];
+    let (p, yaml) = plan(&dir.path().join("stop"), &data, &stop);
+    let err = pretrain::train::run(&p, &yaml).expect_err("stops");
+    assert_eq!(
+        pretrain::exit::for_train_error(&err),
+        pretrain::exit::DIVERGED
+    );
+    let msg = err.to_string();
+    assert!(msg.starts_with("step 3: gradient norm"), "{msg}");
+    assert!(msg.contains("3 steps in a row were skipped"), "{msg}");
+}

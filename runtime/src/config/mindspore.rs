@@ -202,7 +202,8 @@ opaque_section! {
 
 opaque_section! {
     /// `monitor_config`: MindFormers' extra training-state monitors (local norms, optimizer
-    /// state norms, global-norm spike checks). Kept, not acted on yet.
+    /// state norms, global-norm spike checks). Kept; only `global_norm_spike_count_threshold`
+    /// is acted on.
     MonitorConfig {
         /// Master switch.
         monitor_on,
@@ -234,7 +235,8 @@ opaque_section! {
         check_for_global_norm,
         /// Spike threshold on the global norm.
         global_norm_spike_threshold,
-        /// Consecutive spikes before failing.
+        /// Consecutive spikes before failing (default 10; acted on with
+        /// `runner_wrapper.use_skip_data_by_global_norm` or `loss_spike_factor`).
         global_norm_spike_count_threshold,
     }
 }

@@ -54,6 +54,8 @@ pub struct TrainPlan {
     pub optimizer: AdamWPlan,
     /// Learning rate per step.
     pub lr_schedule: LrSchedule,
+    /// Steps to skip (loss or gradient-norm spikes), if any check is on.
+    pub health: HealthPlan,
     /// Global-norm clipping threshold, if clipping is on.
     pub max_grad_norm: Option<f64>,
     /// The datasets to build.
@@ -78,6 +80,43 @@ pub struct TrainPlan {
     pub checkpoint: Option<CheckpointPlan>,
     /// TensorBoard output, if configured.
     pub tensorboard: Option<TensorboardPlan>,
+}
+
+/// Spike checks: a step whose gradient norm or loss spikes is skipped (no update, its data
+/// consumed), and training stops after `max_in_a_row` such steps in a row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HealthPlan {
+    /// Skip when the global gradient norm exceeds this.
+    pub norm_threshold: Option<f64>,
+    /// Skip when the loss exceeds this factor times the mean of the previous 20 losses.
+    pub loss_spike_factor: Option<f64>,
+    /// Consecutive skipped steps that stop training.
+    pub max_in_a_row: u64,
+}
+
+impl HealthPlan {
+    /// Why a step with this loss and gradient norm should be skipped, given earlier losses.
+    pub fn spike(&self, loss: f32, norm: f32, recent: &[f32]) -> Option<String> {
+        if let Some(t) = self.norm_threshold {
+            if norm as f64 > t {
+                return Some(format!(
+                    "gradient norm {norm:.4} exceeds global_norm_spike_threshold {t}"
+                ));
+            }
+        }
+        if let Some(f) = self.loss_spike_factor {
+            let window = &recent[recent.len().saturating_sub(20)..];
+            if window.len() >= 5 {
+                let mean = window.iter().map(|&l| l as f64).sum::<f64>() / window.len() as f64;
+                if loss as f64 > f * mean {
+                    return Some(format!(
+                        "loss {loss:.4} exceeds loss_spike_factor {f} x the recent mean {mean:.4}"
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// `load_checkpoint`.
@@ -303,5 +342,27 @@ mod tests {
                 .load_checkpoint,
             LoadCheckpoint::Path("out/ckpt".into())
         );
+    }
+
+    #[test]
+    fn spike_checks() {
+        let h = HealthPlan {
+            norm_threshold: Some(2.0),
+            loss_spike_factor: Some(3.0),
+            max_in_a_row: 10,
+        };
+        let why = h.spike(1.0, 2.5, &[]).expect("norm spike");
+        assert!(why.contains("gradient norm 2.5000 exceeds"), "{why}");
+        assert!(
+            h.spike(9.0, 1.0, &[1.0; 4]).is_none(),
+            "fewer than 5 earlier losses"
+        );
+        let why = h.spike(3.5, 1.0, &[1.0; 5]).expect("loss spike");
+        assert!(
+            why.contains("loss 3.5000 exceeds loss_spike_factor 3"),
+            "{why}"
+        );
+        assert!(h.spike(2.9, 1.0, &[1.0; 30]).is_none());
+        assert!(HealthPlan::default().spike(1e9, 1e9, &[1.0; 30]).is_none());
     }
 }

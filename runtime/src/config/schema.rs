@@ -217,6 +217,16 @@ pub struct RunnerWrapperConfig {
     pub use_clip_grad: bool,
     /// Clipping threshold.
     pub max_grad_norm: f64,
+    /// Skip the update of a step whose global gradient norm exceeds
+    /// `global_norm_spike_threshold` (MindFormers' data skipping); stop after
+    /// `monitor_config.global_norm_spike_count_threshold` such steps in a row.
+    pub use_skip_data_by_global_norm: bool,
+    /// Gradient-norm threshold of the data skipping.
+    pub global_norm_spike_threshold: f64,
+    /// Also skip a step whose loss exceeds this factor times the mean of the previous 20
+    /// steps' losses (counted with the norm spikes); off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_spike_factor: Option<f64>,
 }
 
 impl Default for RunnerWrapperConfig {
@@ -226,6 +236,9 @@ impl Default for RunnerWrapperConfig {
             scale_sense: None,
             use_clip_grad: true,
             max_grad_norm: 1.0,
+            use_skip_data_by_global_norm: false,
+            global_norm_spike_threshold: 1.0,
+            loss_spike_factor: None,
         }
     }
 }

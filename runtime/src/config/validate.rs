@@ -109,6 +109,7 @@ impl Config {
                 )
             },
         )?;
+        let health = self.check_health()?;
         let (log_every_steps, checkpoint) = self.check_callbacks()?;
         let tensorboard = match &self.tensorboard {
             None => None,
@@ -150,6 +151,7 @@ impl Config {
             tp_size: to_usize(tp),
             pp_size: to_usize(pp),
             sequence_parallel: self.parallel_config.use_seq_parallel,
+            health,
             zero1: matches!(
                 self.parallel
                     .as_ref()

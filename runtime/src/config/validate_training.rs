@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::plan::{AdamWPlan, CheckpointPlan, LrSchedule};
+use super::mindspore::Opaque;
+use super::plan::{AdamWPlan, CheckpointPlan, HealthPlan, LrSchedule};
 use super::schema::{CallbackConfig, CallbackKind, CheckpointFormat, Config, LrScheduleKind};
 use super::validate::{ensure, invalid, to_usize};
 use super::Result;
@@ -115,6 +116,49 @@ impl Config {
             lr_end: l.lr_end,
             num_cycles: l.num_cycles,
             decay_steps,
+        })
+    }
+
+    /// The spike checks of `runner_wrapper` and `monitor_config`.
+    pub(super) fn check_health(&self) -> Result<HealthPlan> {
+        let w = &self.runner_wrapper;
+        ensure(
+            w.global_norm_spike_threshold > 0.0 && w.global_norm_spike_threshold.is_finite(),
+            "runner_wrapper.global_norm_spike_threshold",
+            || {
+                format!(
+                    "{} must be a positive number",
+                    w.global_norm_spike_threshold
+                )
+            },
+        )?;
+        if let Some(f) = w.loss_spike_factor {
+            ensure(
+                f > 1.0 && f.is_finite(),
+                "runner_wrapper.loss_spike_factor",
+                || format!("{f} must be a number above 1 (e.g. 3.0)"),
+            )?;
+        }
+        let count = self
+            .monitor_config
+            .as_ref()
+            .and_then(|m| m.global_norm_spike_count_threshold.as_ref());
+        let max_in_a_row = match count {
+            None => 10,
+            Some(Opaque::Int(n)) if *n >= 1 => *n as u64,
+            Some(other) => {
+                return Err(invalid(
+                    "monitor_config.global_norm_spike_count_threshold",
+                    format!("{other:?} must be a positive integer (default 10)"),
+                ))
+            }
+        };
+        Ok(HealthPlan {
+            norm_threshold: w
+                .use_skip_data_by_global_norm
+                .then_some(w.global_norm_spike_threshold),
+            loss_spike_factor: w.loss_spike_factor,
+            max_in_a_row,
         })
     }
 

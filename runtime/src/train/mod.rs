@@ -51,6 +51,16 @@ pub enum Error {
         /// The checkpoint holding it.
         checkpoint: PathBuf,
     },
+    /// Too many loss or gradient-norm spikes in a row (the spike checks).
+    #[error("step {step}: {why}; {count} steps in a row were skipped, stopping (the last checkpoint is kept); lower the learning rate, check the data, or raise the thresholds")]
+    Unhealthy {
+        /// 1-based step.
+        step: u64,
+        /// Skipped steps in a row.
+        count: u64,
+        /// The last spike.
+        why: String,
+    },
     /// The loss or gradient became NaN or infinite.
     #[error("step {step}: {what} is {value}; stopping without updating the weights (the last checkpoint is kept); lower the learning rate or check the data")]
     Diverged {
@@ -102,7 +112,41 @@ fn checkpoint_root(plan: &TrainPlan) -> PathBuf {
         .unwrap_or_else(|| plan.output_dir.join("checkpoint"))
 }
 
-/// Set by SIGTERM/SIGINT: finish the current step, save, stop. A second signal exits at once.
+/// Seconds from a stop signal to a forced exit: `PRETRAIN_STOP_DEADLINE` (default 300; set it
+/// below the pod's `terminationGracePeriodSeconds`).
+fn stop_deadline() -> std::time::Duration {
+    std::env::var("PRETRAIN_STOP_DEADLINE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s >= 0.0)
+        .map_or(
+            std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs_f64,
+        )
+}
+
+/// After the stop flag rises, waits `deadline` and then exits (code 1, retryable) if the
+/// process is still running: the final-state checkpoint could not be committed in time. A
+/// checkpoint being written then stays in its temporary directory, which is never taken for a
+/// complete one, and the newest committed checkpoint is intact.
+fn watch_deadline(flag: Arc<AtomicBool>, deadline: std::time::Duration) {
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::thread::sleep(deadline);
+        eprintln!(
+            "error: no final-state checkpoint committed within PRETRAIN_STOP_DEADLINE={}s of the \
+             stop signal; exiting without it (the newest committed checkpoint is intact; resume \
+             from it, or raise the deadline)",
+            deadline.as_secs_f64()
+        );
+        std::process::exit(crate::exit::RETRYABLE);
+    });
+}
+
+/// Set by SIGTERM/SIGINT: finish the current step, save, stop. A second signal exits at once,
+/// and so does the deadline ([`watch_deadline`]).
 fn install_stop_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -115,6 +159,7 @@ fn install_stop_flag() -> Arc<AtomicBool> {
             tracing::warn!("cannot handle signal {sig}: {e}");
         }
     }
+    watch_deadline(flag.clone(), stop_deadline());
     flag
 }
 
@@ -258,6 +303,7 @@ pub fn run_with_stop(
     let run_started = Instant::now();
     let mut tokens_done = 0u64;
     let loss_owner = model.shard.last && topo.tp_rank == 0;
+    let mut spikes_in_a_row = 0u64;
     // 4. Steps.
     while state.step < plan.train_steps {
         let started = Instant::now();
@@ -297,11 +343,29 @@ pub fn run_with_stop(
                 value: norm,
             });
         }
-        if let Some(max) = plan.max_grad_norm {
-            optimizer.clip(&mut grads, max as f32, norm);
+        // Spike checks (every rank sees the same loss and norm, so all skip alike).
+        let skip = plan.health.spike(loss, norm, &losses);
+        if let Some(why) = &skip {
+            spikes_in_a_row += 1;
+            if spikes_in_a_row >= plan.health.max_in_a_row {
+                return Err(Error::Unhealthy {
+                    step,
+                    count: spikes_in_a_row,
+                    why: why.clone(),
+                });
+            }
+            tracing::warn!(
+                "step {step}: {why}; skipping its update ({spikes_in_a_row} in a row, stopping at {})",
+                plan.health.max_in_a_row
+            );
+        } else {
+            spikes_in_a_row = 0;
+            if let Some(max) = plan.max_grad_norm {
+                optimizer.clip(&mut grads, max as f32, norm);
+            }
+            let dp = &mut *cluster.groups.dp;
+            optimizer.step(&mut model.params, &grads, &decay, &adamw, lr, dp)?;
         }
-        let dp = &mut *cluster.groups.dp;
-        optimizer.step(&mut model.params, &grads, &decay, &adamw, lr, dp)?;
         state.step = step;
         state.consumed_samples += plan.global_batch_size as u64;
         state.last_loss = loss;

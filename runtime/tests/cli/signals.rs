@@ -174,3 +174,60 @@ fn sigkill_at_any_point_then_resume_gives_identical_weights() {
         );
     }
 }
+
+#[test]
+fn a_stop_that_misses_its_deadline_exits_without_a_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join("d_text_document");
+    let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
+    for d in 0..50i64 {
+        let doc: Vec<i64> = (0..300).map(|j| (d * 7 + j * 13) % 255 + 1).collect();
+        b.add_item(&doc).expect("add");
+        b.end_document();
+    }
+    b.finalize().expect("finalize");
+    let out = dir.path().join("out");
+    // The full Qwen3 vocabulary makes a step (and a save) take far longer than the deadline.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pretrain"))
+        .args([
+            "train",
+            "--config",
+            CONFIG,
+            "--tokenizer_dir=",
+            "--output_dir",
+        ])
+        .arg(&out)
+        .args([
+            "--train_dataset.data_loader.sizes=[80000, 0, 0]",
+            "--callbacks.1.save_checkpoint_steps=100000",
+            "--train_dataset.data_loader.config.eod=0",
+        ])
+        .arg(format!(
+            "--train_dataset.data_loader.config.data_path=['1', '{}']",
+            prefix.display()
+        ))
+        .env("RUST_LOG", "warn")
+        .env("PRETRAIN_STOP_DEADLINE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let metrics = out.join("metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 1 {
+        assert!(child.try_wait().expect("wait").is_none(), "exited early");
+        assert!(started.elapsed() < Duration::from_secs(120), "no step");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(status.expect("kill").success());
+    let output = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("PRETRAIN_STOP_DEADLINE=0s"), "{err}");
+    let root = out.join("checkpoint");
+    assert!(!root.join("latest_checkpointed_iteration.txt").exists());
+    assert!(pretrain::checkpoint::iterations(&root).is_empty());
+}
