@@ -4,6 +4,23 @@
 
 use super::Qwen3Config;
 
+/// `&buf[l * len..(l + 1) * len]`
+pub(super) fn at(buf: &[f32], l: usize, len: usize) -> &[f32] {
+    &buf[l * len..(l + 1) * len]
+}
+
+/// `&mut buf[l * len..(l + 1) * len]`
+pub(super) fn at_mut(buf: &mut [f32], l: usize, len: usize) -> &mut [f32] {
+    &mut buf[l * len..(l + 1) * len]
+}
+
+/// `dst += src`, elementwise.
+pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
 /// Activations of one micro-batch shape, reused across steps.
 pub struct Activations {
     pub(super) b: usize,

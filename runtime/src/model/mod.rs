@@ -12,6 +12,7 @@ pub mod config;
 pub mod ops;
 pub mod params;
 pub mod qwen3;
+mod qwen3_backward;
 pub mod shard;
 
 pub use config::Qwen3Config;

@@ -1,20 +1,18 @@
-//! One Qwen3 training step for a micro-batch: [`Qwen3::forward`] keeps every activation the
-//! backward needs in an [`Activations`] arena allocated once per (B, T); [`Qwen3::backward`]
-//! walks the layers in reverse and accumulates parameter gradients into a flat buffer laid out
-//! like the parameters.
+//! One Qwen3 training step for a micro-batch: [`Qwen3::forward`] (whole model) or
+//! [`Qwen3::forward_stage`] (a rank's part under tensor/pipeline parallelism) keeps every
+//! activation the backward needs in an [`Activations`] arena allocated once per (B, T); the
+//! backward is in `qwen3_backward.rs`, the parallel split in `shard.rs`.
 
 pub use super::activations::Activations;
-use super::ops::attention::{attention_backward, attention_forward, AttnBackwardScratch, AttnDims};
-use super::ops::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
-use super::ops::embedding::{embedding_backward, embedding_forward};
-use super::ops::linear::{linear_backward, linear_forward};
-use super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use super::ops::rope::{rope_backward, rope_forward, rope_tables};
-use super::ops::swiglu::{swiglu_backward, swiglu_forward};
-use super::ops::vocab_parallel::{
-    vocab_cross_entropy_backward, vocab_cross_entropy_forward, vocab_embedding_backward,
-    vocab_embedding_forward,
-};
+use super::activations::{at, at_mut};
+use super::ops::attention::{attention_forward, AttnDims};
+use super::ops::cross_entropy::cross_entropy_forward;
+use super::ops::embedding::embedding_forward;
+use super::ops::linear::linear_forward;
+use super::ops::rmsnorm::rmsnorm_forward;
+use super::ops::rope::{rope_forward, rope_tables};
+use super::ops::swiglu::swiglu_forward;
+use super::ops::vocab_parallel::{vocab_cross_entropy_forward, vocab_embedding_forward};
 use super::params::{LayerParam as P, Layout};
 use super::shard::Shard;
 use super::{Error, Qwen3Config, Result};
@@ -52,22 +50,6 @@ pub struct Qwen3 {
     pub full_vocab: usize,
 }
 
-/// `&buf[l * len..(l + 1) * len]`
-fn at(buf: &[f32], l: usize, len: usize) -> &[f32] {
-    &buf[l * len..(l + 1) * len]
-}
-
-/// `&mut buf[l * len..(l + 1) * len]`
-fn at_mut(buf: &mut [f32], l: usize, len: usize) -> &mut [f32] {
-    &mut buf[l * len..(l + 1) * len]
-}
-
-fn add_into(dst: &mut [f32], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += s;
-    }
-}
-
 impl Qwen3 {
     /// A model with HF-style random initialisation from `seed`.
     pub fn init(config: Qwen3Config, seed: u32) -> Result<Qwen3> {
@@ -103,26 +85,6 @@ impl Qwen3 {
         })
     }
 
-    /// This rank's part of a whole model whose parameters are `full` (laid out for `config`).
-    pub fn sharded(config: &Qwen3Config, shard: Shard, full: &[f32]) -> Result<Qwen3> {
-        config.validate()?;
-        let global = Layout::new(config);
-        let layout = shard.layout(config)?;
-        let params = shard.extract(&layout, &global, full);
-        Ok(Qwen3 {
-            config: shard.local_config(config)?,
-            layout,
-            params,
-            full_vocab: config.vocab_size,
-            shard,
-        })
-    }
-
-    /// First vocabulary id of this rank's rows of the embedding and output projection.
-    fn vocab_start(&self) -> usize {
-        self.shard.tp_rank * self.config.vocab_size
-    }
-
     /// Forward pass of the whole model; see [`Qwen3::forward_stage`].
     pub fn forward(&self, acts: &mut Activations, batch: &Batch<'_>) -> Result<f32> {
         Ok(self
@@ -143,31 +105,7 @@ impl Qwen3 {
         debug_assert!(solo.is_ok());
     }
 
-    /// Sums the gradients of tensors that every tensor-parallel rank holds but computes from
-    /// its own heads only (`q_norm`, `k_norm`) over the group.
-    pub fn reduce_tp_grads(&self, grads: &mut [f32], tp: &mut dyn Communicator) -> Result<()> {
-        if tp.size() == 1 {
-            return Ok(());
-        }
-        let lay = &self.layout;
-        let idx: Vec<usize> = (0..self.config.num_hidden_layers)
-            .flat_map(|l| [lay.layer(l, P::QNorm), lay.layer(l, P::KNorm)])
-            .collect();
-        let mut packed: Vec<f32> = idx
-            .iter()
-            .flat_map(|&i| lay.get(grads, i).to_vec())
-            .collect();
-        tp.all_reduce_sum(&mut packed)?;
-        let mut at = 0;
-        for &i in &idx {
-            let s = &lay.specs[i];
-            grads[s.offset..s.offset + s.len].copy_from_slice(&packed[at..at + s.len]);
-            at += s.len;
-        }
-        Ok(())
-    }
-
-    fn dims(&self, acts: &Activations) -> AttnDims {
+    pub(super) fn dims(&self, acts: &Activations) -> AttnDims {
         AttnDims {
             b: acts.b,
             t: acts.t,
@@ -375,245 +313,5 @@ impl Qwen3 {
             .map(|(l, m)| l * m)
             .sum();
         Ok(Some(sum / total))
-    }
-
-    /// Backward pass after [`Qwen3::forward_stage`] on the same batch: accumulates into
-    /// `grads` (layout-shaped) the gradient of `loss_scale · loss`. The logits buffer is
-    /// consumed. A stage without the loss reads the gradient of its output from
-    /// [`Activations::stage_grad_mut`]; a stage that does not embed leaves the gradient of its
-    /// input in [`Activations::stage_grad`].
-    pub fn backward_stage(
-        &self,
-        acts: &mut Activations,
-        batch: &Batch<'_>,
-        grads: &mut [f32],
-        loss_scale: f32,
-        tp: &mut dyn Communicator,
-    ) -> Result<()> {
-        let c = &self.config;
-        let tp_on = tp.size() > 1;
-        let (lay, w) = (&self.layout, &self.params);
-        let n = batch.b * batch.t;
-        let (h, f, d, v) = (c.hidden_size, c.intermediate_size, c.head_dim, c.vocab_size);
-        let (qd, kvd, nq, nkv) = (
-            c.q_dim(),
-            c.kv_dim(),
-            c.num_attention_heads,
-            c.num_key_value_heads,
-        );
-        let dims = self.dims(acts);
-        let total: f32 = batch.loss_mask.iter().sum();
-        let mut g = lay.split_mut(grads);
-        let a = &mut *acts;
-        let s = &mut a.grads;
-        if self.shard.last {
-            for (dl, &m) in s.dlosses.iter_mut().zip(batch.loss_mask) {
-                *dl = if total > 0.0 {
-                    m * loss_scale / total
-                } else {
-                    0.0
-                };
-            }
-            if tp_on {
-                let lo = self.vocab_start();
-                let (mx, sm) = (&a.ce_max, &a.ce_sum);
-                vocab_cross_entropy_backward(&mut a.logits, batch.labels, &s.dlosses, mx, sm, lo);
-            } else {
-                cross_entropy_backward(&mut a.logits, batch.labels, &s.dlosses, v);
-            }
-            // lm_head (the embedding when tied) and the final norm.
-            linear_backward(
-                &mut s.dln,
-                g[lay.lm_head()],
-                &a.logits,
-                &a.lnf,
-                lay.get(w, lay.lm_head()),
-                n,
-                h,
-                v,
-                false,
-            );
-            if tp_on {
-                tp.all_reduce_sum(&mut s.dln)?;
-            }
-            let last = at(&a.resid, c.num_hidden_layers, n * h);
-            rmsnorm_backward(
-                &mut s.dresid,
-                g[lay.final_norm()],
-                &s.dln,
-                last,
-                lay.get(w, lay.final_norm()),
-                &a.lnf_rstd,
-                h,
-            );
-        }
-        for l in (0..c.num_hidden_layers).rev() {
-            let p = |x: P| lay.get(w, lay.layer(l, x));
-            let gi = |x: P| lay.layer(l, x);
-            // MLP block.
-            linear_backward(
-                &mut s.dact,
-                g[gi(P::DownProj)],
-                &s.dresid,
-                at(&a.act, l, n * f),
-                p(P::DownProj),
-                n,
-                f,
-                h,
-                false,
-            );
-            swiglu_backward(
-                &mut s.dgate,
-                &mut s.dup,
-                &s.dact,
-                at(&a.gate, l, n * f),
-                at(&a.up, l, n * f),
-            );
-            let ln2 = at(&a.ln2, l, n * h);
-            linear_backward(
-                &mut s.dln,
-                g[gi(P::GateProj)],
-                &s.dgate,
-                ln2,
-                p(P::GateProj),
-                n,
-                h,
-                f,
-                false,
-            );
-            linear_backward(
-                &mut s.dln,
-                g[gi(P::UpProj)],
-                &s.dup,
-                ln2,
-                p(P::UpProj),
-                n,
-                h,
-                f,
-                true,
-            );
-            if tp_on {
-                tp.all_reduce_sum(&mut s.dln)?;
-            }
-            let mid = at(&a.resid_mid, l, n * h);
-            rmsnorm_backward(
-                &mut s.dx,
-                g[gi(P::PostAttentionLayernorm)],
-                &s.dln,
-                mid,
-                p(P::PostAttentionLayernorm),
-                at(&a.ln2_rstd, l, n),
-                h,
-            );
-            add_into(&mut s.dresid, &s.dx);
-            // Attention block.
-            linear_backward(
-                &mut s.dattn,
-                g[gi(P::OProj)],
-                &s.dresid,
-                at(&a.attn_out, l, n * qd),
-                p(P::OProj),
-                n,
-                qd,
-                h,
-                false,
-            );
-            let scratch = AttnBackwardScratch {
-                datt: &mut s.datt,
-                dq: &mut s.head_q,
-                dk: &mut s.head_k,
-                dv: &mut s.head_v,
-            };
-            attention_backward(
-                &mut s.dq,
-                &mut s.dk,
-                &mut s.dv,
-                scratch,
-                &s.dattn,
-                at(&a.q, l, n * qd),
-                at(&a.k, l, n * kvd),
-                at(&a.v, l, n * kvd),
-                at(&a.att, l, a.b * nq * a.t * a.t),
-                dims,
-            );
-            rope_backward(&mut s.dq, &a.cos, &a.sin, nq, d);
-            rope_backward(&mut s.dk, &a.cos, &a.sin, nkv, d);
-            rmsnorm_backward(
-                &mut s.dq_raw,
-                g[gi(P::QNorm)],
-                &s.dq,
-                at(&a.q_raw, l, n * qd),
-                p(P::QNorm),
-                at(&a.q_rstd, l, n * nq),
-                d,
-            );
-            rmsnorm_backward(
-                &mut s.dk_raw,
-                g[gi(P::KNorm)],
-                &s.dk,
-                at(&a.k_raw, l, n * kvd),
-                p(P::KNorm),
-                at(&a.k_rstd, l, n * nkv),
-                d,
-            );
-            let ln1 = at(&a.ln1, l, n * h);
-            linear_backward(
-                &mut s.dln,
-                g[gi(P::QProj)],
-                &s.dq_raw,
-                ln1,
-                p(P::QProj),
-                n,
-                h,
-                qd,
-                false,
-            );
-            linear_backward(
-                &mut s.dln,
-                g[gi(P::KProj)],
-                &s.dk_raw,
-                ln1,
-                p(P::KProj),
-                n,
-                h,
-                kvd,
-                true,
-            );
-            linear_backward(
-                &mut s.dln,
-                g[gi(P::VProj)],
-                &s.dv,
-                ln1,
-                p(P::VProj),
-                n,
-                h,
-                kvd,
-                true,
-            );
-            if tp_on {
-                tp.all_reduce_sum(&mut s.dln)?;
-            }
-            let x = at(&a.resid, l, n * h);
-            rmsnorm_backward(
-                &mut s.dx,
-                g[gi(P::InputLayernorm)],
-                &s.dln,
-                x,
-                p(P::InputLayernorm),
-                at(&a.ln1_rstd, l, n),
-                h,
-            );
-            add_into(&mut s.dresid, &s.dx);
-        }
-        let embed = lay.embed();
-        if !self.shard.first {
-            // The gradient of the input stays in `dresid` for the previous stage.
-        } else if tp_on {
-            vocab_embedding_backward(g[embed], &s.dresid, batch.ids, h, self.vocab_start());
-        } else {
-            embedding_backward(g[embed], &s.dresid, batch.ids, h);
-        }
-        let _ = &mut g;
-        Ok(())
     }
 }

@@ -15,8 +15,10 @@
 
 use std::ops::Range;
 
-use super::params::{Layout, ParamSpec};
+use super::params::{LayerParam as P, Layout, ParamSpec};
+use super::qwen3::Qwen3;
 use super::{Error, Qwen3Config, Result};
+use crate::dist::Communicator;
 
 /// The part of the model one rank holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +201,52 @@ impl Shard {
             return false;
         }
         split_of(name) != Split::Replicated || self.tp_rank == 0
+    }
+}
+
+impl Qwen3 {
+    /// This rank's part of a whole model whose parameters are `full` (laid out for `config`).
+    pub fn sharded(config: &Qwen3Config, shard: Shard, full: &[f32]) -> Result<Qwen3> {
+        config.validate()?;
+        let global = Layout::new(config);
+        let layout = shard.layout(config)?;
+        let params = shard.extract(&layout, &global, full);
+        Ok(Qwen3 {
+            config: shard.local_config(config)?,
+            layout,
+            params,
+            full_vocab: config.vocab_size,
+            shard,
+        })
+    }
+
+    /// First vocabulary id of this rank's rows of the embedding and output projection.
+    pub(super) fn vocab_start(&self) -> usize {
+        self.shard.tp_rank * self.config.vocab_size
+    }
+
+    /// Sums the gradients of tensors that every tensor-parallel rank holds but computes from
+    /// its own heads only (`q_norm`, `k_norm`) over the group.
+    pub fn reduce_tp_grads(&self, grads: &mut [f32], tp: &mut dyn Communicator) -> Result<()> {
+        if tp.size() == 1 {
+            return Ok(());
+        }
+        let lay = &self.layout;
+        let idx: Vec<usize> = (0..self.config.num_hidden_layers)
+            .flat_map(|l| [lay.layer(l, P::QNorm), lay.layer(l, P::KNorm)])
+            .collect();
+        let mut packed: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| lay.get(grads, i).to_vec())
+            .collect();
+        tp.all_reduce_sum(&mut packed)?;
+        let mut at = 0;
+        for &i in &idx {
+            let s = &lay.specs[i];
+            grads[s.offset..s.offset + s.len].copy_from_slice(&packed[at..at + s.len]);
+            at += s.len;
+        }
+        Ok(())
     }
 }
 

@@ -604,3 +604,44 @@ fn a_checkpoint_resumes_under_another_layout() {
         assert!(((x - y) / y).abs() < 1e-5, "{x} vs {y}");
     }
 }
+
+#[test]
+fn sigterm_to_the_launcher_saves_one_final_state_and_exits_10() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let out = dir.path().join("run");
+    let args = train_args(
+        &data,
+        &out,
+        400_000,
+        &[
+            "--parallel_config.data_parallel=2",
+            "--parallel_config.pipeline_stage=2",
+            "--parallel_config.micro_batch_num=2",
+            "--callbacks.1.save_checkpoint_steps=1000000",
+        ],
+    );
+    let (mut launcher, rx) = spawn_watched(launch_cmd(
+        &opts(4, 4, 0, free_port(), &out.join("log")),
+        &args,
+    ));
+    let pids: Vec<(usize, u32)> = rx.iter().take(4).collect();
+    wait_for_steps(&out, 5);
+    let term = Command::new("kill")
+        .args(["-TERM", &launcher.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let code = wait_exit(&mut launcher, Duration::from_secs(60));
+    assert_eq!(code, 10, "stopped cleanly after a final checkpoint");
+    for (r, p) in pids {
+        assert!(!alive(p), "rank {r} still running");
+    }
+    // Zero lost steps: the committed final state is the last step that was logged.
+    let steps = losses(&out).len();
+    let marker = std::fs::read_to_string(out.join("checkpoint/latest_checkpointed_iteration.txt"))
+        .expect("marker");
+    assert_eq!(marker.trim(), steps.to_string());
+    pretrain::checkpoint::verify(&out.join(format!("checkpoint/iteration_{steps:08}")))
+        .expect("complete, checksummed checkpoint");
+}
