@@ -131,6 +131,35 @@ fn optimizer_bytes(layout: &Layout, st: &AdamWState, path: &Path) -> Result<Vec<
         .map_err(|e| invalid(path, e.to_string()))
 }
 
+/// Reads `exp_avg.<name>` and `exp_avg_sq.<name>` of every non-empty tensor of `layout` from
+/// `st` into `m` and `v` (laid out as `layout`).
+fn read_moments(
+    st: &safetensors::SafeTensors<'_>,
+    layout: &Layout,
+    m: &mut [f32],
+    v: &mut [f32],
+    path: &Path,
+) -> Result<()> {
+    for s in layout.specs.iter().filter(|s| s.len > 0) {
+        for (prefix, buf) in [("exp_avg", &mut *m), ("exp_avg_sq", &mut *v)] {
+            let name = format!("{prefix}.{}", s.name);
+            let t = st
+                .tensor(&name)
+                .map_err(|_| invalid(path, format!("missing {name}")))?;
+            if t.shape() != s.shape.as_slice() || t.dtype() != Dtype::F32 {
+                return Err(invalid(path, format!("{name}: wrong shape or dtype")));
+            }
+            for (d, c) in buf[s.offset..s.offset + s.len]
+                .iter_mut()
+                .zip(t.data().chunks_exact(4))
+            {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What [`save`] writes besides the weights.
 pub struct SaveRequest<'a> {
     /// Checkpoint root (`<output_dir>/checkpoint`).
@@ -426,23 +455,7 @@ pub fn load(dir: &Path, config: &Qwen3Config, layout: &Layout) -> Result<Loaded>
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&opt_path, e.to_string()))?;
         let mut state = AdamWState::new(layout.total);
-        for s in &layout.specs {
-            for (prefix, buf) in [("exp_avg", &mut state.m), ("exp_avg_sq", &mut state.v)] {
-                let name = format!("{prefix}.{}", s.name);
-                let t = st
-                    .tensor(&name)
-                    .map_err(|_| invalid(&opt_path, format!("missing {name}")))?;
-                if t.shape() != s.shape.as_slice() || t.dtype() != Dtype::F32 {
-                    return Err(invalid(&opt_path, format!("{name}: wrong shape or dtype")));
-                }
-                for (d, c) in buf[s.offset..s.offset + s.len]
-                    .iter_mut()
-                    .zip(t.data().chunks_exact(4))
-                {
-                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }
-        }
+        read_moments(&st, layout, &mut state.m, &mut state.v, &opt_path)?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| invalid(&opt_path, e.to_string()))?;
         state.step = meta

@@ -128,25 +128,8 @@ pub fn load_moments(dir: &Path, config: &Qwen3Config) -> Result<Option<AdamWStat
             .map_err(|e| invalid(&path, e.to_string()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&path, e.to_string()))?;
-        let mut parts = [vec![0.0f32; local.total], vec![0.0f32; local.total]];
-        for s in local.specs.iter().filter(|s| s.len > 0) {
-            for (prefix, buf) in ["exp_avg.", "exp_avg_sq."].iter().zip(parts.iter_mut()) {
-                let name = format!("{prefix}{}", s.name);
-                let t = st
-                    .tensor(&name)
-                    .map_err(|_| invalid(&path, format!("missing {name}")))?;
-                if t.shape() != s.shape.as_slice() || t.dtype() != Dtype::F32 {
-                    return Err(invalid(&path, format!("{name}: wrong shape or dtype")));
-                }
-                for (d, c) in buf[s.offset..s.offset + s.len]
-                    .iter_mut()
-                    .zip(t.data().chunks_exact(4))
-                {
-                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }
-        }
-        let [pm, pv] = parts;
+        let (mut pm, mut pv) = (vec![0.0f32; local.total], vec![0.0f32; local.total]);
+        super::read_moments(&st, &local, &mut pm, &mut pv, &path)?;
         shard.scatter_into(&local, &global, &pm, &mut state.m);
         shard.scatter_into(&local, &global, &pv, &mut state.v);
         let ones = vec![1.0f32; local.total];

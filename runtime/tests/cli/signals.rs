@@ -9,17 +9,23 @@ const CONFIG: &str = concat!(
     "/../configs/qwen3/qwen3_tiny.yaml"
 );
 
-#[test]
-fn sigterm_saves_the_last_completed_step_and_exits_10() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let prefix = dir.path().join("d_text_document");
+/// `docs` synthetic documents of `len` byte-range tokens under `dir`; returns the prefix.
+fn synthetic_dataset(dir: &std::path::Path, docs: i64, len: i64) -> std::path::PathBuf {
+    let prefix = dir.join("d_text_document");
     let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
-    for d in 0..50i64 {
-        let doc: Vec<i64> = (0..300).map(|j| (d * 7 + j * 13) % 255 + 1).collect();
+    for d in 0..docs {
+        let doc: Vec<i64> = (0..len).map(|j| (d * 7 + j * 13) % 255 + 1).collect();
         b.add_item(&doc).expect("add");
         b.end_document();
     }
     b.finalize().expect("finalize");
+    prefix
+}
+
+#[test]
+fn sigterm_saves_the_last_completed_step_and_exits_10() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = synthetic_dataset(dir.path(), 50, 300);
     let out = dir.path().join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pretrain"))
         .args([
@@ -126,14 +132,7 @@ fn small_run(dir: &std::path::Path, prefix: &std::path::Path, extra: &[&str]) ->
 #[test]
 fn sigkill_at_any_point_then_resume_gives_identical_weights() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let prefix = dir.path().join("d_text_document");
-    let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
-    for d in 0..20i64 {
-        let doc: Vec<i64> = (0..200).map(|j| (d * 7 + j * 13) % 255 + 1).collect();
-        b.add_item(&doc).expect("add");
-        b.end_document();
-    }
-    b.finalize().expect("finalize");
+    let prefix = synthetic_dataset(dir.path(), 20, 200);
     let straight = dir.path().join("straight");
     assert!(small_run(&straight, &prefix, &[])
         .status()
@@ -178,14 +177,7 @@ fn sigkill_at_any_point_then_resume_gives_identical_weights() {
 #[test]
 fn a_stop_that_misses_its_deadline_exits_without_a_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let prefix = dir.path().join("d_text_document");
-    let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
-    for d in 0..50i64 {
-        let doc: Vec<i64> = (0..300).map(|j| (d * 7 + j * 13) % 255 + 1).collect();
-        b.add_item(&doc).expect("add");
-        b.end_document();
-    }
-    b.finalize().expect("finalize");
+    let prefix = synthetic_dataset(dir.path(), 50, 300);
     let out = dir.path().join("out");
     // The full Qwen3 vocabulary makes a step (and a save) take far longer than the deadline.
     let mut child = Command::new(env!("CARGO_BIN_EXE_pretrain"))
