@@ -90,7 +90,10 @@ fn launch_cmd(launch: &[String], train: &[String]) -> Command {
         .arg("--")
         .args(train)
         .env("RUST_LOG", "info")
-        .env("PRETRAIN_COMM_TIMEOUT", "60");
+        .env("PRETRAIN_COMM_TIMEOUT", "60")
+        // One thread per worker whatever the launcher's share of the cores: runs compared bit
+        // for bit must use the same thread count (kernels split work by it).
+        .env("RAYON_NUM_THREADS", "1");
     c
 }
 
@@ -135,7 +138,7 @@ fn every_layout_gives_the_single_process_losses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = byte_dataset(dir.path(), 20);
     // Global batch 4 in every layout; 10 steps.
-    let layouts: [(&str, usize, &[&str]); 11] = [
+    let layouts: [(&str, usize, &[&str]); 13] = [
         (
             "1-1-1",
             1,
@@ -231,6 +234,25 @@ fn every_layout_gives_the_single_process_losses() {
                 "--model.model_config.tie_word_embeddings=True",
             ],
         ),
+        // Three layers split 2 + 1 by MindSpore Transformers' offset list.
+        (
+            "1-1-1-3-layers",
+            1,
+            &[
+                "--runner_config.gradient_accumulation_steps=4",
+                "--model.model_config.num_hidden_layers=3",
+            ],
+        ),
+        (
+            "1-1-2-offset",
+            2,
+            &[
+                "--parallel_config.pipeline_stage=2",
+                "--parallel_config.micro_batch_num=4",
+                "--model.model_config.num_hidden_layers=3",
+                "--model.model_config.offset=[1, 0]",
+            ],
+        ),
     ];
     let mut reference: Option<Vec<f32>> = None;
     for (name, workers, extra) in layouts {
@@ -243,7 +265,8 @@ fn every_layout_gives_the_single_process_losses() {
         run_ok(c);
         let got = losses(&out);
         assert_eq!(got.len(), 10, "{name}: steps");
-        if name.ends_with("tied") && name.starts_with("1-1-1") || name == "1-1-1" {
+        // Each "1-1-1…" run is the one-process reference of the layouts after it.
+        if name.starts_with("1-1-1") {
             reference = Some(got);
             continue;
         }
@@ -644,4 +667,58 @@ fn sigterm_to_the_launcher_saves_one_final_state_and_exits_10() {
     assert_eq!(marker.trim(), steps.to_string());
     pretrain::checkpoint::verify(&out.join(format!("checkpoint/iteration_{steps:08}")))
         .expect("complete, checksummed checkpoint");
+}
+
+#[test]
+fn both_nodes_restart_together_and_resume_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let extra = [
+        "--parallel_config.data_parallel=2",
+        "--runner_config.gradient_accumulation_steps=2",
+        "--callbacks.1.save_checkpoint_steps=50",
+    ];
+    let straight = dir.path().join("straight");
+    run_ok(launch_cmd(
+        &opts(2, 2, 0, free_port(), &straight.join("log")),
+        &train_args(&data, &straight, 2000, &extra),
+    ));
+    // Two launchers of one worker each; the worker of node 1 is killed.
+    let out = dir.path().join("killed");
+    let port = free_port();
+    let args = train_args(&data, &out, 2000, &extra);
+    let node = |n: usize| {
+        let mut o = opts(2, 1, n, port, &out.join(format!("log{n}")));
+        o.push("--max-restarts=1".into());
+        spawn_watched(launch_cmd(&o, &args))
+    };
+    let (mut n0, rx0) = node(0);
+    let (mut n1, rx1) = node(1);
+    let victim = rx1.recv().expect("rank 1 started").1;
+    let _ = rx0.recv().expect("rank 0 started");
+    wait_for_steps(&out, 70);
+    kill9(victim);
+    assert_eq!(wait_exit(&mut n1, Duration::from_secs(120)), 0, "node 1");
+    assert_eq!(wait_exit(&mut n0, Duration::from_secs(120)), 0, "node 0");
+    assert_eq!(
+        rx0.try_iter().count(),
+        1,
+        "node 0 restarted its worker once"
+    );
+    assert_eq!(
+        rx1.try_iter().count(),
+        1,
+        "node 1 restarted its worker once"
+    );
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(losses(&out)), bits(losses(&straight)));
+    let it = "checkpoint/iteration_00000500/model.safetensors";
+    let (a, b) = (
+        std::fs::read(straight.join(it)),
+        std::fs::read(out.join(it)),
+    );
+    assert!(
+        a.expect("straight") == b.expect("resumed"),
+        "final weights differ"
+    );
 }
