@@ -17,6 +17,7 @@
 //! - `operator_restart_converges_without_duplicates` (and leader election)
 //! - `deleted_job_is_left_alone`
 
+mod e2e;
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,8 @@
 //!
 //! Binaries come from `scripts/k8s-test-bin.sh`: `PRETRAIN_ETCD`, `PRETRAIN_KUBE_APISERVER`.
 
+pub mod kubelet;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
