@@ -3,7 +3,8 @@
 # the repository), helm and the linters (scripts/k8s-test-bin.sh), then runs
 #   - hadolint on the Dockerfile
 #   - helm lint, and helm template | kubernetes-validate (schemas 1.33)
-#   - the ignored operator tests against a real kube-apiserver + etcd on loopback, including
+#   - the ignored operator tests against a real kube-apiserver + etcd on loopback (the end-to-end
+#     ones run pods as local processes in private mount namespaces: root needed), including
 #     `helm install` of the chart.
 # Called by scripts/test.sh; usable alone. First run on a fresh machine: ~7-10 minutes for the
 # apiserver build; later runs reuse the cache.

@@ -1,9 +1,9 @@
 //! Operator tests against a real kube-apiserver 1.20 + etcd on loopback. Ignored by default;
 //! `scripts/test-apiserver.sh` obtains the binaries and runs them.
 //!
-//! There is no kubelet, scheduler or controller-manager: pods stay Pending until a test writes
-//! their status, and owner-reference garbage collection does not run (tests check the
-//! references instead).
+//! There is no scheduler or controller-manager: outside the `e2e` tests (which run a test node)
+//! pods stay Pending until a test writes their status, and owner-reference garbage collection
+//! does not run (tests check the references instead).
 //!
 //! Contents:
 //! - `job_yields_service_config_and_pods`: CRD, Service, ConfigMap, pods, env, owner refs,
@@ -16,6 +16,9 @@
 //! - `ascend_job_gets_rank_table`
 //! - `operator_restart_converges_without_duplicates` (and leader election)
 //! - `deleted_job_is_left_alone`
+//! - `e2e::*`: end to end on a process-backed test node (`support::kubelet`): the CPU example
+//!   trains to the end, recovers from kill -9, loses no step on pod deletion, fails once on a
+//!   config error, survives an operator restart
 
 mod e2e;
 mod support;
