@@ -266,7 +266,12 @@ async fn a_killed_worker_restarts_the_gang_and_the_job_ends_as_if_uninterrupted(
     let status = done.status.expect("status");
     assert_eq!(status.attempt, 2);
     let failure = status.last_failure.expect("last failure");
-    assert_eq!(failure.exit_code, Some(137), "{failure:?}");
+    // The operator records whichever pod it sees fail first: the killed worker's (137) or
+    // the other pod's, whose worker lost its peer (1). Both are retryable.
+    assert!(
+        matches!(failure.exit_code, Some(137) | Some(1)),
+        "{failure:?}"
+    );
     let (got, repeats) = losses(&metrics);
     assert_eq!(got, want, "losses differ from the uninterrupted run");
     println!(
