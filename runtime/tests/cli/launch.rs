@@ -447,6 +447,17 @@ fn killing_one_worker_stops_every_process_of_both_nodes() {
     assert!(killed_at.elapsed() < Duration::from_secs(30));
 }
 
+/// The 500-step data-parallel run (2000 samples) of the restart tests, uninterrupted, in
+/// `dir/straight`.
+fn uninterrupted(dir: &Path, data: &Path, extra: &[&str]) -> PathBuf {
+    let straight = dir.join("straight");
+    run_ok(launch_cmd(
+        &opts(2, 2, 0, free_port(), &straight.join("log")),
+        &train_args(data, &straight, 2000, extra),
+    ));
+    straight
+}
+
 #[test]
 fn max_restarts_resumes_bit_identically_after_a_kill() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -458,11 +469,7 @@ fn max_restarts_resumes_bit_identically_after_a_kill() {
         // ZeRO-1, so the checkpoint gathers sharded moments and the resume re-shards them.
         "--parallel.enable_parallel_optimizer=True",
     ];
-    let straight = dir.path().join("straight");
-    run_ok(launch_cmd(
-        &opts(2, 2, 0, free_port(), &straight.join("log")),
-        &train_args(&data, &straight, 2000, &extra),
-    ));
+    let straight = uninterrupted(dir.path(), &data, &extra);
     let out = dir.path().join("killed");
     let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
     o.push("--max-restarts=1".into());
@@ -678,11 +685,7 @@ fn both_nodes_restart_together_and_resume_exactly() {
         "--runner_config.gradient_accumulation_steps=2",
         "--callbacks.1.save_checkpoint_steps=50",
     ];
-    let straight = dir.path().join("straight");
-    run_ok(launch_cmd(
-        &opts(2, 2, 0, free_port(), &straight.join("log")),
-        &train_args(&data, &straight, 2000, &extra),
-    ));
+    let straight = uninterrupted(dir.path(), &data, &extra);
     // Two launchers of one worker each; the worker of node 1 is killed.
     let out = dir.path().join("killed");
     let port = free_port();
