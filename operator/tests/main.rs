@@ -18,7 +18,8 @@
 //! - `deleted_job_is_left_alone`
 //! - `e2e::*`: end to end on a process-backed test node (`support::kubelet`): the CPU example
 //!   trains to the end, recovers from kill -9, loses no step on pod deletion, fails once on a
-//!   config error, survives an operator restart
+//!   config error, survives an operator restart; `e2e::helm`: the same through the operator
+//!   that `helm install` of the chart deployed, running as a pod of the test node
 
 mod e2e;
 mod support;
@@ -665,31 +666,7 @@ fn examples_validate_with_their_configs() {
 #[ignore = "needs etcd + kube-apiserver"]
 async fn helm_chart_installs_and_its_rbac_suffices() {
     let c = cluster();
-    let helm = std::env::var("PRETRAIN_HELM")
-        .expect("PRETRAIN_HELM is not set; run scripts/test-apiserver.sh");
-    let chart =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/pretrain-operator");
-    let out = std::process::Command::new(&helm)
-        .args([
-            "install",
-            "op",
-            &chart.display().to_string(),
-            "--namespace",
-            "t-helm",
-            "--create-namespace",
-        ])
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .env("HELM_CACHE_HOME", c.dir.join("helm-cache"))
-        .env("HELM_CONFIG_HOME", c.dir.join("helm-config"))
-        .env("HELM_DATA_HOME", c.dir.join("helm-data"))
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm install: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::helm_install("op", "t-helm", &[]);
     let client = c.client().await;
     let dep = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "t-helm")
         .get("op-pretrain-operator")

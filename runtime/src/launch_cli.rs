@@ -29,9 +29,10 @@ pub struct LaunchArgs {
     /// This node's index [env NODE_RANK, default 0]
     #[arg(long, alias = "node_rank")]
     node_rank: Option<usize>,
-    /// Directory of the per-worker logs worker_<rank>.log
-    #[arg(long, alias = "log_dir", default_value = "output/msrun_log")]
-    log_dir: PathBuf,
+    /// Directory of the per-worker logs worker_<rank>.log [env PRETRAIN_LOG_DIR, default
+    /// output/msrun_log]
+    #[arg(long, alias = "log_dir")]
+    log_dir: Option<PathBuf>,
     /// Stream every worker's output here too, prefixed with its rank (True/False)
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     join: Option<bool>,
@@ -114,7 +115,12 @@ pub fn run(a: LaunchArgs) -> Result<i32, (i32, String)> {
             .map_err(invalid)?,
         master_port: env_or(a.master_port, "MASTER_PORT", 8118).map_err(invalid)?,
         node_rank: env_or(a.node_rank, "NODE_RANK", 0).map_err(invalid)?,
-        log_dir: a.log_dir.clone(),
+        log_dir: env_or(
+            a.log_dir.clone(),
+            "PRETRAIN_LOG_DIR",
+            "output/msrun_log".into(),
+        )
+        .map_err(invalid)?,
         join: a.join.unwrap_or(false),
         cluster_timeout: Duration::from_secs_f64(a.cluster_time_out.max(0.1)),
         job_id: env_or(a.job_id.clone(), "PRETRAIN_JOB_ID", "pretrain".into()).map_err(invalid)?,

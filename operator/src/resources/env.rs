@@ -13,6 +13,10 @@ use crate::crd::{AcceleratorType, PretrainJob};
 /// Where the runtime writes its termination message (JSON, see [`crate::status`]).
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
+/// The launcher's per-worker log files: an `emptyDir`, writable whatever user the image runs
+/// as and with a read-only root filesystem (the worker output also streams to the pod log).
+pub const LOG_DIR: &str = "/var/log/pretrain";
+
 /// What varies per pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PodSlot {
@@ -67,6 +71,7 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
         plain("PRETRAIN_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
         plain("PRETRAIN_RESUME", slot.resume),
         plain("PRETRAIN_TERMINATION_LOG", TERMINATION_LOG),
+        plain("PRETRAIN_LOG_DIR", LOG_DIR),
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
         field("POD_IP", "status.podIP"),

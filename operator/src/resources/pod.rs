@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaimVolumeSource, Pod,
-    PodSpec, ResourceRequirements, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 
 use super::config_map::{CONFIG_DIR, CONFIG_KEY};
-use super::env::{self, PodSlot, TERMINATION_LOG};
+use super::env::{self, PodSlot, LOG_DIR, TERMINATION_LOG};
 use super::rank_table::{RANK_INDEX_ANNOTATION, RANK_TABLE_DIR};
 use super::{
     common_labels, config_map_name, merge_patch, namespace, owner_ref, pod_name, rank_table_name,
@@ -22,6 +23,11 @@ use crate::crd::PretrainJob;
 /// The default container command: the runtime's launcher, which starts `workersPerNode`
 /// `pretrain train` processes with the contract environment.
 pub const DEFAULT_COMMAND: [&str; 6] = ["pretrain", "launch", "--join", "--", "pretrain", "train"];
+
+/// The group of the runtime image's user (the Dockerfile's `USER 65532:65532`). Pods get it as
+/// `fsGroup`, so a freshly provisioned, root-owned checkpoint volume is writable by the image;
+/// `podTemplate.spec.securityContext` replaces it for images that run as someone else.
+pub const IMAGE_GROUP: i64 = 65532;
 
 /// Why a pod could not be built (reported as an `Invalid` condition).
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +139,16 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
         read_only: Some(true),
         ..Default::default()
     }];
+    volumes.push(Volume {
+        name: "logs".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "logs".into(),
+        mount_path: LOG_DIR.into(),
+        ..Default::default()
+    });
     if let Some((v, m)) = checkpoint_volume(job)? {
         volumes.push(v);
         mounts.push(m);
@@ -183,6 +199,13 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
         node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
         tolerations: (!s.tolerations.is_empty()).then(|| s.tolerations.clone()),
         volumes: Some(volumes),
+        security_context: Some(PodSecurityContext {
+            fs_group: Some(IMAGE_GROUP),
+            // Only when the volume's root is not already the group's: a large checkpoint
+            // volume is not walked at every gang start.
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     if let Some(patch) = spec.pod_template.as_ref().and_then(|t| t.spec.as_ref()) {
@@ -245,13 +268,26 @@ mod tests {
         );
         assert!(c.resources.is_none());
         let vols = spec.volumes.expect("volumes");
+        let by_name = |n: &str| vols.iter().find(|v| v.name == n).expect("volume");
         assert_eq!(
-            vols[1]
+            by_name("checkpoint")
                 .persistent_volume_claim
                 .as_ref()
                 .expect("pvc")
                 .claim_name,
             "ckpt"
+        );
+        // The launcher's logs go to an emptyDir, named to it by PRETRAIN_LOG_DIR.
+        assert!(by_name("logs").empty_dir.is_some());
+        let mount = c.volume_mounts.iter().flatten().find(|m| m.name == "logs");
+        assert_eq!(mount.expect("logs mount").mount_path, LOG_DIR);
+        let env = c.env.as_deref().expect("env");
+        assert!(env
+            .iter()
+            .any(|e| e.name == "PRETRAIN_LOG_DIR" && e.value.as_deref() == Some(LOG_DIR)));
+        assert_eq!(
+            spec.security_context.and_then(|s| s.fs_group),
+            Some(IMAGE_GROUP)
         );
     }
 
@@ -298,15 +334,21 @@ mod tests {
         let job = fixtures::job(serde_json::json!({
             "nodes": 1, "workersPerNode": 1, "image": "i", "config": {"inline": "a: 1"},
             "checkpoint": {"volume": {"hostPath": {"path": "/data/ckpt"}}, "path": "/checkpoints/x"},
-            "podTemplate": {"labels": {"team": "llm"}, "spec": {"hostNetwork": true, "enableServiceLinks": null}}
+            "podTemplate": {"labels": {"team": "llm"}, "spec": {"hostNetwork": true, "enableServiceLinks": null,
+                "securityContext": {"runAsUser": 1000, "fsGroup": null}}}
         }));
         let pod = build(&job, slot(0)).expect("builds");
         assert_eq!(pod.metadata.labels.expect("labels")["team"], "llm");
         let spec = pod.spec.expect("spec");
         assert_eq!(spec.host_network, Some(true));
         assert_eq!(spec.enable_service_links, None);
-        let v = &spec.volumes.expect("volumes")[1];
-        assert_eq!(v.name, "checkpoint");
+        let sc = spec.security_context.clone().expect("securityContext");
+        assert_eq!((sc.run_as_user, sc.fs_group), (Some(1000), None));
+        let volumes = spec.volumes.expect("volumes");
+        let v = volumes
+            .iter()
+            .find(|v| v.name == "checkpoint")
+            .expect("ckpt");
         assert_eq!(v.host_path.as_ref().expect("hostPath").path, "/data/ckpt");
     }
 }

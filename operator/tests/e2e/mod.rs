@@ -10,6 +10,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use pretrain_operator::crd::{Phase, PretrainJob};
 
+mod helm;
+
 use super::support::kubelet::Kubelet;
 use super::{setup, wait_phase};
 
@@ -136,6 +138,13 @@ async fn cpu_example_trains_to_the_end_on_two_nodes() {
     node.shutdown().await;
     let status = done.status.expect("status");
     assert_eq!(status.attempt, 1, "no restart needed");
+    assert_trained_to_the_end(&pvc);
+}
+
+/// The CPU example's last checkpoint (step 6) is committed on the volume with the HF export,
+/// written by the runtime image's user.
+fn assert_trained_to_the_end(pvc: &Path) {
+    use std::os::unix::fs::MetadataExt;
     let ck = pvc.join("qwen3-tiny/checkpoint");
     let marker =
         std::fs::read_to_string(ck.join("latest_checkpointed_iteration.txt")).expect("marker");
@@ -149,6 +158,10 @@ async fn cpu_example_trains_to_the_end_on_two_nodes() {
     ] {
         assert!(it.join(f).is_file(), "{f} missing from {}", it.display());
     }
+    let owner = std::fs::metadata(it.join("model.safetensors"))
+        .expect("stat")
+        .uid();
+    assert_eq!(owner, 65532, "written as the image's USER, not root");
 }
 
 /// Starts the test node and applies the CPU example with `overrides` under `name`.

@@ -213,6 +213,22 @@ impl Cluster {
         Client::try_from(cfg).expect("client")
     }
 
+    /// The API server's address and port, as pods see it (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+    pub fn api_endpoint(&self) -> (String, u16) {
+        let kc = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let server = kc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://"))
+            .expect("server in kubeconfig");
+        let (host, port) = server.rsplit_once(':').expect("host:port");
+        (host.into(), port.parse().expect("port"))
+    }
+
+    /// The API server's self-signed serving certificate and its CA (what pods get as `ca.crt`).
+    pub fn ca_bundle(&self) -> PathBuf {
+        self.dir.join("certs/apiserver.crt")
+    }
+
     /// Creates a fresh namespace for one test.
     pub async fn namespace(&self, client: &Client, name: &str) {
         let api: Api<Namespace> = Api::all(client.clone());
@@ -322,6 +338,33 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `helm install <release>` of `charts/pretrain-operator` into `namespace` (created) against the
+/// test API server, with `--set` values; panics with helm's output on failure.
+pub fn helm_install(release: &str, namespace: &str, values: &[String]) {
+    let c = cluster();
+    let helm = std::env::var("PRETRAIN_HELM")
+        .expect("PRETRAIN_HELM is not set; run scripts/test-apiserver.sh");
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/pretrain-operator");
+    let mut cmd = Command::new(&helm);
+    cmd.args(["install", release])
+        .arg(&chart)
+        .args(["--namespace", namespace, "--create-namespace"])
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .env("HELM_CACHE_HOME", c.dir.join("helm-cache"))
+        .env("HELM_CONFIG_HOME", c.dir.join("helm-config"))
+        .env("HELM_DATA_HOME", c.dir.join("helm-data"));
+    for v in values {
+        cmd.args(["--set", v]);
+    }
+    let out = cmd.output().expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Polls `f` every 100 ms until it returns Some, or panics after `secs` with `what`.

@@ -415,8 +415,10 @@ pub enum CallbackKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorboardConfig {
-    /// Event-file root; each rank writes `<dir>/rank_<id>/`.
-    pub tensorboard_dir: String,
+    /// Event-file root; each rank writes `<dir>/rank_<id>/`. Default `<output_dir>/tensorboard`,
+    /// so that moving `output_dir` (e.g. onto a job's volume) moves the event files with it.
+    #[serde(default)]
+    pub tensorboard_dir: Option<String>,
     /// Events buffered before a flush.
     #[serde(default = "default_queue")]
     pub tensorboard_queue_size: u64,

@@ -2,7 +2,7 @@
 //! the orchestration and the parallel-layout and data checks; `validate_model` and
 //! `validate_training` hold the rest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::plan::{LoadCheckpoint, TensorboardPlan, TrainPlan};
 use super::schema::{CheckpointFormat, Config};
@@ -120,7 +120,10 @@ impl Config {
                     || "must be at least 1".into(),
                 )?;
                 Some(TensorboardPlan {
-                    dir: PathBuf::from(&t.tensorboard_dir),
+                    dir: t.tensorboard_dir.as_ref().map_or_else(
+                        || Path::new(&self.output_dir).join("tensorboard"),
+                        PathBuf::from,
+                    ),
                     queue_size: to_usize(t.tensorboard_queue_size),
                     log_loss_scale: t.log_loss_scale_to_tensorboard,
                     log_timers: t.log_timers_to_tensorboard,
@@ -397,6 +400,24 @@ mod tests {
         .expect("valid");
         assert_eq!((plan.world_size, plan.global_batch_size), (2, 32));
         assert_eq!(plan.layers_per_stage, [1, 1]);
+    }
+
+    /// Event files follow `output_dir` unless placed explicitly (a job that moves its output
+    /// onto a volume must not leave them in the working directory).
+    #[test]
+    fn tensorboard_dir_defaults_under_output_dir() {
+        let dir = |o: &[&str]| tiny(o).expect("valid").tensorboard.expect("tb").dir;
+        assert_eq!(
+            dir(&["--output_dir=/ckpt/run"]),
+            std::path::Path::new("/ckpt/run/tensorboard")
+        );
+        assert_eq!(
+            dir(&[
+                "--output_dir=/ckpt/run",
+                "--tensorboard.tensorboard_dir=/tb"
+            ]),
+            std::path::Path::new("/tb")
+        );
     }
 
     #[test]

@@ -1,29 +1,41 @@
 //! A process-backed test node: a minimal kubelet that runs the pods of one namespace as local
 //! processes of the locally built binaries, for end-to-end tests. Not shipped.
 //!
-//! - The image is ignored; `PATH` starts with the directory of the built `pretrain` binary.
-//! - Pod `<job>-<i>` gets IP 127.0.0.(10+i); each pod runs in a private mount namespace
-//!   (`unshare --mount`) where `/etc/hosts` maps every `<job>-<k>.<job>.<ns>.svc` name to its
-//!   IP, as cluster DNS would, ConfigMap volumes are bind-mounted from files written from the
-//!   API, PersistentVolumeClaims from the host directories given per claim name, and the
-//!   container's `terminationMessagePath` from a per-pod file.
-//! - Environment: literal values and the downward-API fields the operator uses
-//!   (`metadata.name`, `metadata.namespace`, `status.podIP`).
-//! - Status: `Running` with the pod IP when started; on exit `Succeeded`/`Failed` with the
+//! - Images: `pretrain` and `pretrain-operator` (any registry and tag) are the built binaries
+//!   with the Dockerfile's ENTRYPOINT, CMD and USER 65532, in a working directory that user
+//!   cannot write; `command`/`args` replace them as in Kubernetes. The security contexts'
+//!   `runAsUser`/`runAsGroup`/`runAsNonRoot`, `fsGroup` (as a supplementary group, and as the
+//!   group owning claim directories) and `readOnlyRootFilesystem` are honoured.
+//! - Pod `<job>-<i>` gets IP 127.0.0.(10+i), any other pod 127.0.0.2; each pod runs in a
+//!   private mount namespace (`unshare --mount`) where `/etc/hosts` maps every
+//!   `<job>-<k>.<job>.<ns>.svc` name to its IP, as cluster DNS would, ConfigMap volumes are
+//!   bind-mounted from files written from the API, PersistentVolumeClaims from the host
+//!   directories given per claim name, `emptyDir`s from fresh directories, the container's
+//!   `terminationMessagePath` from a per-pod file, and a pod with a ServiceAccount gets a
+//!   TokenRequest token, the API server's CA and its namespace in
+//!   `/var/run/secrets/kubernetes.io/serviceaccount`.
+//! - Environment: literal values, the downward-API fields the operator and the chart use
+//!   (`metadata.name`, `metadata.namespace`, `status.podIP`), and `KUBERNETES_SERVICE_HOST` /
+//!   `_PORT` pointing at the test API server (in-cluster config works).
+//! - Status: `Running` with the pod IP when started, `Ready` once the `readinessProbe`'s
+//!   HTTP GET answers 200 (at once without a probe); on exit `Succeeded`/`Failed` with the
 //!   container's exit code and termination message (or, with `FallbackToLogsOnError`, the log
-//!   tail), as a kubelet reports them.
+//!   tail), as a kubelet reports them. A pod that cannot start stays `Pending` with the reason
+//!   in its container status.
 //! - It registers Node `test-node` and binds each pod to it, so deletion is graceful as with a
 //!   real kubelet: a deleted pod's process gets SIGTERM, SIGKILL after the grace period, and
 //!   the pod object goes away only once the process has exited.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+mod pod;
+
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -42,27 +54,14 @@ struct Proc {
     child: Child,
     dir: PathBuf,
     term_file: PathBuf,
+    container: String,
     fallback_to_logs: bool,
+    /// The readiness probe (port, path), the readiness last reported, and when it was probed.
+    probe: Option<(u16, String)>,
+    ready: bool,
+    probed: Instant,
     /// When SIGTERM was sent (the pod was deleted), with the grace period.
     stopping: Option<(Instant, Duration)>,
-}
-
-/// Mount points must exist on the host; they stay empty there (mounts are private).
-fn ensure_mount_point(target: &Path, is_file: bool) {
-    if is_file {
-        if !target.exists() {
-            if let Some(p) = target.parent() {
-                let _ = std::fs::create_dir_all(p);
-            }
-            let _ = std::fs::File::create(target);
-        }
-    } else {
-        let _ = std::fs::create_dir_all(target);
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Kubelet {
@@ -80,7 +79,6 @@ impl Kubelet {
         let ns = ns.to_string();
         let task = tokio::spawn(async move {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
             let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
                 "status": {"capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"},
@@ -144,24 +142,60 @@ impl Kubelet {
                     {
                         continue; // retried next round
                     }
-                    match start_pod(&cms, pod, &ns, &claims, &bin, &work).await {
+                    match pod::start(&client, pod, &ns, &claims, &bin, &work).await {
                         Ok(p) => {
-                            let ip = pod_ip(pod);
+                            let ready = p.probe.is_none();
                             let status = json!({"status": {
-                                "phase": "Running", "podIP": ip, "hostIP": "127.0.0.1",
-                                "containerStatuses": [{"name": "pretrain", "image": "local", "imageID": "",
-                                    "ready": true, "restartCount": 0, "started": true,
+                                "phase": "Running", "podIP": pod::pod_ip(pod), "hostIP": "127.0.0.1",
+                                "conditions": [ready_condition(ready)],
+                                "containerStatuses": [{"name": p.container, "image": "local", "imageID": "",
+                                    "ready": ready, "restartCount": 0, "started": true,
                                     "state": {"running": {}}}]}});
                             let _ = pods
                                 .patch_status(
-                                    &p.pod,
+                                    &pod.name_any(),
                                     &PatchParams::default(),
                                     &Patch::Merge(&status),
                                 )
                                 .await;
-                            procs.insert(uid.clone(), p);
+                            let fallback_to_logs = pod
+                                .spec
+                                .as_ref()
+                                .and_then(|s| s.containers.first())
+                                .and_then(|c| c.termination_message_policy.as_deref())
+                                == Some("FallbackToLogsOnError");
+                            procs.insert(
+                                uid.clone(),
+                                Proc {
+                                    pod: pod.name_any(),
+                                    child: p.child,
+                                    dir: p.dir,
+                                    term_file: p.term_file,
+                                    container: p.container,
+                                    fallback_to_logs,
+                                    probe: p.probe,
+                                    ready,
+                                    probed: Instant::now(),
+                                    stopping: None,
+                                },
+                            );
                         }
-                        Err(e) => panic!("test node cannot start pod {}: {e}", pod.name_any()),
+                        Err(e) => {
+                            // As a kubelet: the pod stays Pending, the reason in its status.
+                            eprintln!("test node cannot start pod {}: {e}", pod.name_any());
+                            let status = json!({"status": {"containerStatuses": [{
+                                "name": "c", "image": "local", "imageID": "", "ready": false,
+                                "restartCount": 0, "state": {"waiting": {
+                                    "reason": "CreateContainerConfigError", "message": e}}}]}});
+                            let _ = pods
+                                .patch_status(
+                                    &pod.name_any(),
+                                    &PatchParams::default(),
+                                    &Patch::Merge(&status),
+                                )
+                                .await;
+                            done.push(uid.clone());
+                        }
                     }
                 }
                 // Stop processes of deleted pods.
@@ -182,6 +216,27 @@ impl Kubelet {
                         if since.elapsed() > grace {
                             let _ = p.child.kill();
                         }
+                    }
+                }
+                // Readiness probes, every 500 ms while running.
+                for p in procs.values_mut() {
+                    let Some((port, path)) = p.probe.clone() else {
+                        continue;
+                    };
+                    if p.stopping.is_some() || p.probed.elapsed() < Duration::from_millis(500) {
+                        continue;
+                    }
+                    p.probed = Instant::now();
+                    let ready = http_ok(port, &path);
+                    if ready != p.ready {
+                        p.ready = ready;
+                        let status = json!({"status": {"conditions": [ready_condition(ready)],
+                            "containerStatuses": [{"name": p.container, "image": "local",
+                                "imageID": "", "ready": ready, "restartCount": 0,
+                                "started": true, "state": {"running": {}}}]}});
+                        let _ = pods
+                            .patch_status(&p.pod, &PatchParams::default(), &Patch::Merge(&status))
+                            .await;
                     }
                 }
                 // Report exits.
@@ -208,7 +263,8 @@ impl Kubelet {
                     }
                     let status = json!({"status": {
                         "phase": if code == 0 { "Succeeded" } else { "Failed" },
-                        "containerStatuses": [{"name": "pretrain", "image": "local", "imageID": "",
+                        "conditions": [ready_condition(false)],
+                        "containerStatuses": [{"name": p.container, "image": "local", "imageID": "",
                             "ready": false, "restartCount": 0,
                             "state": {"terminated": {"exitCode": code,
                                 "reason": if code == 0 { "Completed" } else { "Error" },
@@ -249,142 +305,22 @@ impl Drop for Kubelet {
     }
 }
 
-/// `<job>-<i>` → i.
-fn pod_index(pod: &Pod) -> usize {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.hostname.as_deref())
-        .and_then(|h| h.rsplit('-').next())
-        .and_then(|i| i.parse().ok())
-        .unwrap_or(0)
+fn ready_condition(ready: bool) -> serde_json::Value {
+    json!({"type": "Ready", "status": if ready { "True" } else { "False" }})
 }
 
-fn pod_ip(pod: &Pod) -> String {
-    format!("127.0.0.{}", 10 + pod_index(pod))
-}
-
-async fn start_pod(
-    cms: &Api<ConfigMap>,
-    pod: &Pod,
-    ns: &str,
-    claims: &HashMap<String, PathBuf>,
-    bin: &Path,
-    work: &Path,
-) -> Result<Proc, String> {
-    let name = pod.name_any();
-    let spec = pod.spec.as_ref().ok_or("no spec")?;
-    let c = spec.containers.first().ok_or("no container")?;
-    let dir = work.join(format!("{name}-{}", pod.uid().unwrap_or_default()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    // /etc/hosts: the host's plus every pod of the job under its cluster DNS names.
-    let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    if let Some(sub) = spec.subdomain.as_deref() {
-        for k in 0..32 {
-            let host = format!("{sub}-{k}.{sub}.{ns}.svc");
-            hosts.push_str(&format!("127.0.0.{} {host} {host}.cluster.local\n", 10 + k));
-        }
+/// An HTTP GET on the pod's port (pods share the host's network) answering 200 within 300 ms.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+    let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
+        return false;
     }
-    std::fs::write(dir.join("hosts"), hosts).map_err(|e| e.to_string())?;
-    // Volumes → host paths.
-    let mut sources: HashMap<String, PathBuf> = HashMap::new();
-    for v in spec.volumes.iter().flatten() {
-        if let Some(cm) = &v.config_map {
-            let data = cms
-                .get(&cm.name)
-                .await
-                .map_err(|e| format!("configmap {}: {e}", cm.name))?
-                .data
-                .unwrap_or_default();
-            let d = dir.join(format!("cm-{}", v.name));
-            std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
-            for (k, val) in data {
-                std::fs::write(d.join(k), val).map_err(|e| e.to_string())?;
-            }
-            sources.insert(v.name.clone(), d);
-        } else if let Some(pvc) = &v.persistent_volume_claim {
-            let d = claims
-                .get(&pvc.claim_name)
-                .ok_or(format!("no host directory for claim {}", pvc.claim_name))?;
-            sources.insert(v.name.clone(), d.clone());
-        } else if let Some(hp) = &v.host_path {
-            sources.insert(v.name.clone(), PathBuf::from(&hp.path));
-        }
-    }
-    let term_path = c
-        .termination_message_path
-        .clone()
-        .unwrap_or("/dev/termination-log".into());
-    let term_file = dir.join("termination-log");
-    std::fs::write(&term_file, "").map_err(|e| e.to_string())?;
-    let mut mounts: Vec<(PathBuf, PathBuf, bool)> = vec![
-        (dir.join("hosts"), "/etc/hosts".into(), true),
-        (term_file.clone(), PathBuf::from(&term_path), true),
-    ];
-    for m in c.volume_mounts.iter().flatten() {
-        if let Some(src) = sources.get(&m.name) {
-            mounts.push((src.clone(), PathBuf::from(&m.mount_path), false));
-        }
-    }
-    let mut script = String::new();
-    for (src, target, is_file) in &mounts {
-        ensure_mount_point(target, *is_file);
-        script.push_str(&format!(
-            "mount --bind {} {} && ",
-            shell_quote(&src.to_string_lossy()),
-            shell_quote(&target.to_string_lossy())
-        ));
-    }
-    script.push_str("exec \"$@\"");
-    // Environment.
-    let ip = pod_ip(pod);
-    let mut env: Vec<(String, String)> = Vec::new();
-    for e in c.env.iter().flatten() {
-        let value = match (&e.value, &e.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => name.clone(),
-                Some("metadata.namespace") => ns.to_string(),
-                Some("status.podIP") => ip.clone(),
-                _ => String::new(),
-            },
-            _ => String::new(),
-        };
-        env.push((e.name.clone(), value));
-    }
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
-    let argv: Vec<String> = c
-        .command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .cloned()
-        .collect();
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg(&script)
-        .arg("sh")
-        .args(&argv)
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", &dir)
-        .envs(env)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("unshare: {e}"))?;
-    Ok(Proc {
-        pod: name,
-        child,
-        dir,
-        term_file,
-        fallback_to_logs: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
-        stopping: None,
-    })
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
