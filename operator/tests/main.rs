@@ -294,7 +294,6 @@ async fn failed_pod_restarts_gang_as_attempt_two_with_resume() {
         let env = env_of(p);
         assert_eq!(env["PRETRAIN_ATTEMPT"], "2");
         assert_eq!(env["PRETRAIN_RESUME"], "true");
-        assert_eq!(env["PRETRAIN_RESUME_FROM"], "latest");
         assert_eq!(env["PRETRAIN_CHECKPOINT_DIR"], "/checkpoints/run");
     }
     let st = get_job(&client, ns, "run").await.status.expect("status");

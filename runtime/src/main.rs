@@ -236,7 +236,17 @@ fn train_plan(
             plan.load_checkpoint = pretrain::config::plan::LoadCheckpoint::Auto;
         }
     }
-    *root = Some(pretrain::train::checkpoint_dir(&plan));
+    if let Some(dir) = &env.checkpoint_dir {
+        if *dir != plan.checkpoint_root {
+            tracing::info!(
+                "checkpoints: PRETRAIN_CHECKPOINT_DIR={} (the config says {})",
+                dir.display(),
+                plan.checkpoint_root.display()
+            );
+        }
+        plan.checkpoint_root = dir.clone();
+    }
+    *root = Some(plan.checkpoint_root.clone());
     let resolved = config.to_yaml();
     if env.rank == 0 {
         tracing::info!("resolved config:\n{resolved}");

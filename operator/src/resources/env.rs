@@ -78,9 +78,6 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
     ];
     if let Some(ckpt) = &spec.checkpoint {
         env.push(plain("PRETRAIN_CHECKPOINT_DIR", &ckpt.path));
-        if slot.resume {
-            env.push(plain("PRETRAIN_RESUME_FROM", "latest"));
-        }
     }
     if spec.accelerator.kind == AcceleratorType::Ascend {
         let resource = resource_name(job).unwrap_or_default();
@@ -154,7 +151,6 @@ mod tests {
         assert_eq!(get(&env, "WORLD_SIZE"), Some("8"));
         assert_eq!(get(&env, "PRETRAIN_ATTEMPT"), Some("2"));
         assert_eq!(get(&env, "PRETRAIN_RESUME"), Some("true"));
-        assert_eq!(get(&env, "PRETRAIN_RESUME_FROM"), Some("latest"));
         assert_eq!(
             get(&env, "PRETRAIN_CHECKPOINT_DIR"),
             Some("/checkpoints/run1")
@@ -177,7 +173,6 @@ mod tests {
             },
         );
         assert_eq!(get(&env, "PRETRAIN_RESUME"), Some("false"));
-        assert!(get(&env, "PRETRAIN_RESUME_FROM").is_none());
     }
 
     #[test]

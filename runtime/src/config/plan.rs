@@ -78,6 +78,10 @@ pub struct TrainPlan {
     pub log_every_steps: u64,
     /// Periodic checkpoints, if a `CheckpointMonitor` is configured.
     pub checkpoint: Option<CheckpointPlan>,
+    /// Where checkpoints are saved and `load_checkpoint: auto` / a resume looks: the
+    /// `CheckpointMonitor`'s `directory`, else `<output_dir>/checkpoint`; the launch contract's
+    /// `PRETRAIN_CHECKPOINT_DIR` replaces it.
+    pub checkpoint_root: PathBuf,
     /// TensorBoard output, if configured.
     pub tensorboard: Option<TensorboardPlan>,
 }
@@ -233,8 +237,6 @@ pub struct CheckpointPlan {
     pub async_save: bool,
     /// `checkpoint_format: ckpt`: also write the weights as a MindSpore `.ckpt` file.
     pub mindspore_ckpt: bool,
-    /// Where checkpoints go.
-    pub directory: PathBuf,
 }
 
 /// TensorBoard output.

@@ -145,6 +145,7 @@ impl Config {
         Ok(TrainPlan {
             seed: self.seed,
             output_dir: PathBuf::from(&self.output_dir),
+            checkpoint_root: self.checkpoint_root(),
             load_checkpoint,
             resume_training: self.resume_training,
             tokenizer_dir: (!self.tokenizer_dir.is_empty())

@@ -192,22 +192,31 @@ impl Config {
                     ensure(keep >= 1, &format!("{key}.keep_checkpoint_max"), || {
                         "must be at least 1".into()
                     })?;
-                    let directory = match &c.directory {
-                        Some(d) if !d.is_empty() => PathBuf::from(d),
-                        _ => PathBuf::from(&self.output_dir).join("checkpoint"),
-                    };
                     checkpoint = Some(CheckpointPlan {
                         prefix: c.prefix.clone().unwrap_or_else(|| "qwen3".into()),
                         every_steps: every,
                         keep_max: to_usize(keep),
                         async_save: c.async_save.unwrap_or(false),
                         mindspore_ckpt: c.checkpoint_format == Some(CheckpointFormat::Ckpt),
-                        directory,
                     });
                 }
             }
         }
         Ok((log_every.unwrap_or(1), checkpoint))
+    }
+}
+
+impl Config {
+    /// The `CheckpointMonitor`'s `directory`, else `<output_dir>/checkpoint`.
+    pub(super) fn checkpoint_root(&self) -> PathBuf {
+        self.callbacks
+            .iter()
+            .filter(|c| c.kind == CallbackKind::CheckpointMonitor)
+            .find_map(|c| c.directory.as_deref().filter(|d| !d.is_empty()))
+            .map_or_else(
+                || PathBuf::from(&self.output_dir).join("checkpoint"),
+                PathBuf::from,
+            )
     }
 }
 

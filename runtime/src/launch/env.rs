@@ -24,6 +24,9 @@ pub struct WorkerEnv {
     pub restart: u32,
     /// `PRETRAIN_RESUME=true`: resume from the newest complete checkpoint if there is one.
     pub resume: bool,
+    /// `PRETRAIN_CHECKPOINT_DIR`: the checkpoint directory (marker and `iteration_*`), in place
+    /// of the config's.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
     /// `PRETRAIN_STATUS_FILE`: where to leave this worker's exit status for the launcher.
     pub status_file: Option<std::path::PathBuf>,
     /// `PRETRAIN_CLUSTER_TIMEOUT` seconds (300 when unset): how long rendezvous may take.
@@ -81,6 +84,9 @@ impl WorkerEnv {
             restart: var("PRETRAIN_RESTART", 0u32)?,
             resume: std::env::var("PRETRAIN_RESUME")
                 .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            checkpoint_dir: std::env::var_os("PRETRAIN_CHECKPOINT_DIR")
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
             status_file: std::env::var_os("PRETRAIN_STATUS_FILE").map(Into::into),
             cluster_timeout: Duration::from_secs_f64(secs.max(0.1)),
             hosts_store: rank == 0 && std::env::var("PRETRAIN_STORE_HOSTED").as_deref() != Ok("1"),

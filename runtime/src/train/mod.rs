@@ -105,13 +105,6 @@ fn peak_flops() -> f64 {
         .unwrap_or(160e9 * rayon::current_num_threads() as f64)
 }
 
-fn checkpoint_root(plan: &TrainPlan) -> PathBuf {
-    plan.checkpoint
-        .as_ref()
-        .map(|c| c.directory.clone())
-        .unwrap_or_else(|| plan.output_dir.join("checkpoint"))
-}
-
 /// Seconds from a stop signal to a forced exit: `PRETRAIN_STOP_DEADLINE` (default 300; set it
 /// below the pod's `terminationGracePeriodSeconds`).
 fn stop_deadline() -> std::time::Duration {
@@ -179,7 +172,7 @@ pub fn run_with_stop(
     let topo0 = crate::parallel::Topology::new(0, plan.dp_size, plan.tp_size, plan.pp_size);
     cluster::shard_of(plan, &topo0).local_config(&plan.model)?;
     let mut cluster = Cluster::join(plan)?;
-    let root = checkpoint_root(plan);
+    let root = plan.checkpoint_root.clone();
     if let Some(dir) = &plan.tokenizer_dir {
         let tok = crate::data::tokenizer::HfTokenizer::load(&dir.join("tokenizer.json"))?;
         if tok.vocab_size > plan.model.vocab_size {
@@ -463,7 +456,7 @@ fn save_checkpoint(
     topo: &crate::parallel::Topology,
     cluster: &mut Cluster,
 ) -> Result<PathBuf, Error> {
-    let root = checkpoint_root(plan);
+    let root = plan.checkpoint_root.clone();
     let local = optimizer.full_state(&mut *cluster.groups.dp)?;
     let multi = topo.world() > 1;
     let staging = checkpoint::sharded::staging_dir(&root, state.step);
@@ -507,11 +500,6 @@ fn save_checkpoint(
     }
     cluster.groups.world.barrier()?;
     Ok(checkpoint::iteration_dir(&root, state.step))
-}
-
-/// The checkpoint root the plan uses.
-pub fn checkpoint_dir(plan: &TrainPlan) -> PathBuf {
-    checkpoint_root(plan)
 }
 
 /// Whether `dir` holds a committed checkpoint.

@@ -223,3 +223,41 @@ fn a_stop_that_misses_its_deadline_exits_without_a_checkpoint() {
     assert!(!root.join("latest_checkpointed_iteration.txt").exists());
     assert!(pretrain::checkpoint::iterations(&root).is_empty());
 }
+
+/// The launch contract's `PRETRAIN_CHECKPOINT_DIR` is where checkpoints go and where a resume
+/// (`PRETRAIN_RESUME=true`) finds them, whatever the config says.
+#[test]
+fn the_checkpoint_dir_of_the_environment_is_used_to_save_and_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = synthetic_dataset(dir.path(), 20, 200);
+    let out = dir.path().join("out");
+    let ck = dir.path().join("volume/ck");
+    let steps = |n: &str| format!("--runner_config.train_iters={n}");
+    let first = small_run(&out, &prefix, &[&steps("8")])
+        .env("PRETRAIN_CHECKPOINT_DIR", &ck)
+        .status()
+        .expect("run");
+    assert!(first.success());
+    let marker = std::fs::read_to_string(ck.join("latest_checkpointed_iteration.txt"));
+    assert_eq!(marker.expect("marker").trim(), "8");
+    assert!(!out.join("checkpoint").exists(), "nothing under output_dir");
+    let second = small_run(&out, &prefix, &[&steps("12")])
+        .env("PRETRAIN_CHECKPOINT_DIR", &ck)
+        .env("PRETRAIN_RESUME", "true")
+        .status()
+        .expect("resume");
+    assert!(second.success());
+    let marker = std::fs::read_to_string(ck.join("latest_checkpointed_iteration.txt"));
+    assert_eq!(marker.expect("marker").trim(), "12");
+    // Resumed at step 9: every step was logged once.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    let logged: Vec<u64> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["step"]
+                .as_u64()
+                .expect("step")
+        })
+        .collect();
+    assert_eq!(logged, (1..=12).collect::<Vec<u64>>());
+}
