@@ -103,7 +103,6 @@ async fn config_map(client: &Client, ns: &str) {
 #[ignore = "needs etcd + kube-apiserver, root (mount namespaces) and the release binaries"]
 async fn cpu_example_trains_to_the_end_on_two_nodes() {
     let _serial = SERIAL.lock().await;
-    let applied = std::time::Instant::now();
     let ns = "e2e-cpu";
     let (client, _op) = setup(ns).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -117,6 +116,18 @@ async fn cpu_example_trains_to_the_end_on_two_nodes() {
         dir.path().join("pods"),
     );
     let job = cpu_example(&[]);
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+    let capacity = super::support::wait_for(20, "Node test-node", || async {
+        nodes
+            .get("test-node")
+            .await
+            .ok()
+            .and_then(|n| n.status?.allocatable)
+    })
+    .await;
+    assert_eq!(capacity["huawei.com/Ascend910"].0, "16");
+    assert_eq!(capacity["cpu"].0, "64");
+    let applied = std::time::Instant::now();
     Api::<PretrainJob>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &job)
         .await

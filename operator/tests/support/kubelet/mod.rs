@@ -79,10 +79,12 @@ impl Kubelet {
         let ns = ns.to_string();
         let task = tokio::spawn(async move {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            // Devices for Ascend and NVIDIA manifests too (their pods are only scheduled here).
+            let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "110",
+                                  "huawei.com/Ascend910": "16", "nvidia.com/gpu": "8"});
             let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
-                "status": {"capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"},
-                           "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "110"}}
+                "status": {"capacity": capacity, "allocatable": capacity}
             }))
             .expect("node");
             let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
