@@ -3,8 +3,6 @@
 //! chart's read-only root filesystem, in-cluster credentials of the chart's ServiceAccount
 //! (hence exactly the chart's RBAC), its readiness probe and leader election.
 
-use std::collections::HashMap;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -13,8 +11,8 @@ use kube::Api;
 use pretrain_operator::crd::{Phase, PretrainJob};
 
 use super::super::get_job;
-use super::super::support::{self, kubelet::Kubelet};
-use super::{assert_trained_to_the_end, bin_dir, config_map, cpu_example, scratch_volume, SERIAL};
+use super::super::support;
+use super::{assert_trained_to_the_end, cpu_example, start_node, SERIAL};
 
 /// What the Deployment controller would create from the chart's Deployment (the test cluster
 /// runs no kube-controller-manager): one pod from its template.
@@ -69,15 +67,7 @@ async fn helm_installed_operator_runs_the_cpu_example_to_the_end() {
         ],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let pvc = scratch_volume(dir.path());
-    config_map(&client, ns).await;
-    let node = Kubelet::start(
-        client.clone(),
-        ns,
-        HashMap::from([("pretrain-scratch".to_string(), pvc.clone())]),
-        bin_dir(),
-        dir.path().join("pods"),
-    );
+    let (node, pvc) = start_node(&client, ns, dir.path()).await;
     let op = operator_pod(&client, ns, "e2e-pretrain-operator").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let op_log = || {

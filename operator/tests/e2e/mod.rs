@@ -106,15 +106,7 @@ async fn cpu_example_trains_to_the_end_on_two_nodes() {
     let ns = "e2e-cpu";
     let (client, _op) = setup(ns).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let pvc = scratch_volume(dir.path());
-    config_map(&client, ns).await;
-    let node = Kubelet::start(
-        client.clone(),
-        ns,
-        HashMap::from([("pretrain-scratch".to_string(), pvc.clone())]),
-        bin_dir(),
-        dir.path().join("pods"),
-    );
+    let (node, pvc) = start_node(&client, ns, dir.path()).await;
     let job = cpu_example(&[]);
     let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
     let capacity = super::support::wait_for(20, "Node test-node", || async {
@@ -175,14 +167,9 @@ fn assert_trained_to_the_end(pvc: &Path) {
     assert_eq!(owner, 65532, "written as the image's USER, not root");
 }
 
-/// Starts the test node and applies the CPU example with `overrides` under `name`.
-async fn run_example(
-    client: &Client,
-    ns: &str,
-    dir: &Path,
-    name: &str,
-    overrides: &[&str],
-) -> (Kubelet, PathBuf) {
+/// The test node serving `ns`, with the example's ConfigMap and its volume (returned) under
+/// `dir`.
+async fn start_node(client: &Client, ns: &str, dir: &Path) -> (Kubelet, PathBuf) {
     let pvc = scratch_volume(dir);
     config_map(client, ns).await;
     let node = Kubelet::start(
@@ -192,6 +179,18 @@ async fn run_example(
         bin_dir(),
         dir.join("pods"),
     );
+    (node, pvc)
+}
+
+/// Starts the test node and applies the CPU example with `overrides` under `name`.
+async fn run_example(
+    client: &Client,
+    ns: &str,
+    dir: &Path,
+    name: &str,
+    overrides: &[&str],
+) -> (Kubelet, PathBuf) {
+    let (node, pvc) = start_node(client, ns, dir).await;
     let mut job = cpu_example(overrides);
     job.metadata.name = Some(name.into());
     Api::<PretrainJob>::namespaced(client.clone(), ns)

@@ -153,13 +153,7 @@ impl Kubelet {
                                 "containerStatuses": [{"name": p.container, "image": "local", "imageID": "",
                                     "ready": ready, "restartCount": 0, "started": true,
                                     "state": {"running": {}}}]}});
-                            let _ = pods
-                                .patch_status(
-                                    &pod.name_any(),
-                                    &PatchParams::default(),
-                                    &Patch::Merge(&status),
-                                )
-                                .await;
+                            report(&pods, &pod.name_any(), &status).await;
                             let fallback_to_logs = pod
                                 .spec
                                 .as_ref()
@@ -189,13 +183,7 @@ impl Kubelet {
                                 "name": "c", "image": "local", "imageID": "", "ready": false,
                                 "restartCount": 0, "state": {"waiting": {
                                     "reason": "CreateContainerConfigError", "message": e}}}]}});
-                            let _ = pods
-                                .patch_status(
-                                    &pod.name_any(),
-                                    &PatchParams::default(),
-                                    &Patch::Merge(&status),
-                                )
-                                .await;
+                            report(&pods, &pod.name_any(), &status).await;
                             done.push(uid.clone());
                         }
                     }
@@ -236,9 +224,7 @@ impl Kubelet {
                             "containerStatuses": [{"name": p.container, "image": "local",
                                 "imageID": "", "ready": ready, "restartCount": 0,
                                 "started": true, "state": {"running": {}}}]}});
-                        let _ = pods
-                            .patch_status(&p.pod, &PatchParams::default(), &Patch::Merge(&status))
-                            .await;
+                        report(&pods, &p.pod, &status).await;
                     }
                 }
                 // Report exits.
@@ -271,9 +257,7 @@ impl Kubelet {
                             "state": {"terminated": {"exitCode": code,
                                 "reason": if code == 0 { "Completed" } else { "Error" },
                                 "message": message}}}]}});
-                    let _ = pods
-                        .patch_status(&p.pod, &PatchParams::default(), &Patch::Merge(&status))
-                        .await;
+                    report(&pods, &p.pod, &status).await;
                 }
                 for uid in finished {
                     procs.remove(&uid);
@@ -325,4 +309,12 @@ fn http_ok(port: u16, path: &str) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// Writes pod status as a kubelet does (a merge patch of the status subresource); a failure is
+/// retried by the next report or left to the test's own timeout.
+async fn report(pods: &Api<Pod>, name: &str, status: &serde_json::Value) {
+    let _ = pods
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await;
 }
