@@ -169,4 +169,30 @@ mod tests {
             assert!((x - 2.0 * y).abs() < 1e-5);
         }
     }
+
+    /// The shapes of a weight gradient (long inner dimension) and of the vocabulary projection:
+    /// gemm splits rows and columns among threads, never the inner sum, so the bits are those
+    /// of one thread (exact resume on nodes with other core counts relies on it).
+    #[test]
+    fn product_bits_do_not_depend_on_the_thread_count() {
+        for (m, k, n) in [(64, 2048, 96), (512, 64, 1500)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let with = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                let mut out = vec![0.0f32; m * n];
+                pool.install(|| {
+                    let (am, bm) = (Mat::rm(&a, m, k), Mat::rm(&b, k, n));
+                    matmul(&mut out, n, am, bm, false, Par::Threads)
+                });
+                out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            };
+            let one = with(1);
+            assert!(one == with(3), "{m}x{k}x{n}: 1 vs 3 threads");
+            assert!(one == with(8), "{m}x{k}x{n}: 1 vs 8 threads");
+        }
+    }
 }

@@ -91,8 +91,8 @@ fn launch_cmd(launch: &[String], train: &[String]) -> Command {
         .args(train)
         .env("RUST_LOG", "info")
         .env("PRETRAIN_COMM_TIMEOUT", "60")
-        // One thread per worker whatever the launcher's share of the cores: runs compared bit
-        // for bit must use the same thread count (kernels split work by it).
+        // One thread per worker: up to 4 workers share 2 cores here, and more threads would only
+        // oversubscribe them (the bits do not depend on it).
         .env("RAYON_NUM_THREADS", "1");
     c
 }

@@ -10,7 +10,7 @@ const CONFIG: &str = concat!(
 );
 
 /// `docs` synthetic documents of `len` byte-range tokens under `dir`; returns the prefix.
-fn synthetic_dataset(dir: &std::path::Path, docs: i64, len: i64) -> std::path::PathBuf {
+pub(super) fn synthetic_dataset(dir: &std::path::Path, docs: i64, len: i64) -> std::path::PathBuf {
     let prefix = dir.join("d_text_document");
     let mut b = IndexedDatasetBuilder::create(&prefix, DType::U16).expect("builder");
     for d in 0..docs {
@@ -92,7 +92,11 @@ fn sigterm_saves_the_last_completed_step_and_exits_10() {
 }
 
 /// A small run of `pretrain train` on a synthetic byte-level dataset under `dir`.
-fn small_run(dir: &std::path::Path, prefix: &std::path::Path, extra: &[&str]) -> Command {
+pub(super) fn small_run(
+    dir: &std::path::Path,
+    prefix: &std::path::Path,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pretrain"));
     cmd.args([
         "train",

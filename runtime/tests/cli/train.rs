@@ -71,3 +71,30 @@ fn missing_dataset_is_a_data_error() {
         &["/nonexistent/corpus_text_document.idx", "file not found"],
     );
 }
+
+/// Same seed and inputs give the same bits whatever the number of threads: no kernel splits a
+/// reduction by thread count, so a gang resumed on nodes with other core counts stays exact.
+#[test]
+fn training_bits_do_not_depend_on_the_thread_count() {
+    use super::signals::{small_run, synthetic_dataset};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = synthetic_dataset(dir.path(), 20, 200);
+    let files = ["model.safetensors", "optimizer.safetensors"];
+    let mut runs = Vec::new();
+    for threads in ["1", "3"] {
+        let out = dir.path().join(format!("threads{threads}"));
+        let st = small_run(&out, &prefix, &["--runner_config.train_iters=6"])
+            .env("RAYON_NUM_THREADS", threads)
+            .status()
+            .expect("run");
+        assert!(st.success());
+        let it = out.join("checkpoint/iteration_00000006");
+        runs.push(files.map(|f| std::fs::read(it.join(f)).expect("checkpoint file")));
+    }
+    for (i, f) in files.iter().enumerate() {
+        assert!(
+            runs[0][i] == runs[1][i],
+            "{f} differs between 1 and 3 threads"
+        );
+    }
+}

@@ -50,12 +50,9 @@ pub fn rmsnorm_backward(
                 dx[k] = s * (dy[k] * weight[k] - x[k] * s * mean);
             }
         });
-    // The weight gradient reduces over rows: chunk rows, then add the partial sums in order
-    // so the result does not depend on scheduling.
-    let rows = rstd.len();
-    let chunk = rows
-        .div_ceil(rayon::current_num_threads().max(1) * 4)
-        .max(1);
+    // The weight gradient reduces over rows: fixed chunks of rows, then the partial sums added
+    // in order, so the result depends neither on scheduling nor on the number of threads.
+    let (rows, chunk) = (rstd.len(), 64);
     let partials: Vec<Vec<f32>> = (0..rows.div_ceil(chunk))
         .into_par_iter()
         .map(|ci| {
@@ -92,6 +89,28 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    #[test]
+    fn weight_gradient_bits_do_not_depend_on_the_thread_count() {
+        let (n, c) = (517, 24);
+        let (x, dy) = (values(n * c, 7), values(n * c, 8));
+        let w = values(c, 9);
+        let mut rstd = vec![0.0; n];
+        rmsnorm_forward(&mut vec![0.0; n * c], &mut rstd, &x, &w, c, 1e-6);
+        let dw_with = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            let mut dw = vec![0.0f32; c];
+            pool.install(|| {
+                rmsnorm_backward(&mut vec![0.0; n * c], &mut dw, &dy, &x, &w, &rstd, c)
+            });
+            dw.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+        };
+        assert_eq!(dw_with(1), dw_with(3));
+        assert_eq!(dw_with(1), dw_with(8));
     }
 
     #[test]
