@@ -21,7 +21,7 @@ use crate::crd::{Phase, PretrainJob};
 use crate::metrics::Metrics;
 use crate::observe::PodView;
 use crate::resources::env::{rank_table_enabled, PodSlot};
-use crate::resources::{self, config_map, pod, rank_table, service, LABEL_JOB, MANAGER};
+use crate::resources::{self, config_map, pod, pod_group, rank_table, service, LABEL_JOB, MANAGER};
 use crate::status::{self, Action, Outcome};
 use crate::validate::{self, ConfigSource};
 
@@ -37,6 +37,9 @@ pub enum Error {
     /// A pod could not be built although the spec validated (a bug).
     #[error("building pod: {0}")]
     Build(#[from] pod::BuildError),
+    /// The cluster lacks something the job needs (retried: it may be installed meanwhile).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -46,6 +49,7 @@ impl Error {
             Error::Kube(_) => "Kube",
             Error::Serialize(_) => "Serialize",
             Error::Build(_) => "Build",
+            Error::Unavailable(_) => "Unavailable",
         }
     }
 }
@@ -270,6 +274,32 @@ async fn apply_rank_table(
 
 /// Reconciles one job.
 #[instrument(skip_all, fields(job = %job.name_any(), namespace = job.namespace().unwrap_or_default()))]
+/// The job's Volcano PodGroup, before any pod that joins it; a cluster without Volcano's CRD
+/// gets a message that says so.
+async fn apply_pod_group(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<(), Error> {
+    let ar = pod_group::api_resource();
+    let api = Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), ns, &ar);
+    match apply(&api, &pod_group::build(job)).await {
+        Err(Error::Kube(e)) if is_code(&e, 404) => {
+            let message = "gang scheduling needs Volcano's PodGroup (scheduling.volcano.sh/\
+                           v1beta1), which this cluster does not serve; install Volcano or set \
+                           scheduling.gang: false";
+            let ev = Event {
+                type_: EventType::Warning,
+                reason: "GangSchedulingUnavailable".into(),
+                note: Some(message.into()),
+                action: "CreatePodGroup".into(),
+                secondary: None,
+            };
+            if let Err(err) = ctx.recorder.publish(&ev, &job.object_ref(&())).await {
+                warn!(error = %err, "publishing event failed");
+            }
+            Err(Error::Unavailable(message.into()))
+        }
+        r => r,
+    }
+}
+
 pub async fn reconcile(job: Arc<PretrainJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&job, &ctx).await;
@@ -346,6 +376,9 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
                 &config_map::build(job, text),
             )
             .await?;
+        }
+        if pod_group::enabled(job) {
+            apply_pod_group(job, &ns, ctx).await?;
         }
         if rank_table_enabled(job) {
             apply_rank_table(job, &ns, ctx, outcome.status.attempt, &pods).await?;

@@ -269,6 +269,14 @@ pub struct Scheduling {
     /// e.g. `volcano` for gang scheduling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_name: Option<String>,
+    /// All pods of an attempt are placed together or not at all: a Volcano PodGroup
+    /// (`scheduling.volcano.sh/v1beta1`, `minMember` = `nodes`) named after the job, which
+    /// every pod joins. Default: on with `schedulerName: volcano`; needs Volcano.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gang: Option<bool>,
+    /// Volcano queue of the PodGroup (Volcano's default queue when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// PriorityClass of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,

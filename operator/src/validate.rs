@@ -125,6 +125,17 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
             }
         }
     }
+    let sched = &s.scheduling;
+    if sched.gang == Some(true) && sched.scheduler_name.as_deref() != Some("volcano") {
+        errors.push(
+            "scheduling.gang needs scheduling.schedulerName: volcano (gang scheduling uses \
+             Volcano's PodGroup)"
+                .into(),
+        );
+    }
+    if sched.queue.is_some() && !crate::resources::pod_group::enabled(job) {
+        errors.push("scheduling.queue is a Volcano queue: it needs gang scheduling".into());
+    }
     if a.kind != AcceleratorType::Ascend && a.rank_table.is_some() {
         errors.push("accelerator.rankTable applies to Ascend only".into());
     }
@@ -245,6 +256,31 @@ mod tests {
         assert!(
             e.contains("workersPerNode (4) must equal accelerator.countPerNode (8)"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn gang_and_queue_need_volcano() {
+        let with = |sched: serde_json::Value| {
+            validate(
+                &fixtures::job(serde_json::json!({
+                    "nodes": 2, "workersPerNode": 1, "image": "i", "config": {"inline": "a: 1"},
+                    "scheduling": sched
+                })),
+                ConfigSource::Text("a: 1"),
+            )
+        };
+        let e = with(serde_json::json!({"gang": true})).expect_err("no volcano");
+        assert!(
+            e.contains("scheduling.gang needs scheduling.schedulerName: volcano"),
+            "{e}"
+        );
+        let e = with(serde_json::json!({"schedulerName": "volcano", "gang": false, "queue": "q"}))
+            .expect_err("queue without gang");
+        assert!(e.contains("scheduling.queue is a Volcano queue"), "{e}");
+        assert_eq!(
+            with(serde_json::json!({"schedulerName": "volcano", "queue": "q"})),
+            Ok(())
         );
     }
 

@@ -16,12 +16,14 @@
 //! - `ascend_job_gets_rank_table`
 //! - `operator_restart_converges_without_duplicates` (and leader election)
 //! - `deleted_job_is_left_alone`
+//! - `gang::volcano_job_gets_a_pod_group_that_every_attempt_joins`
 //! - `e2e::*`: end to end on a process-backed test node (`support::kubelet`): the CPU example
 //!   trains to the end, recovers from kill -9, loses no step on pod deletion, fails once on a
 //!   config error, survives an operator restart; `e2e::helm`: the same through the operator
 //!   that `helm install` of the chart deployed, running as a pod of the test node
 
 mod e2e;
+mod gang;
 mod support;
 
 use std::collections::BTreeMap;
@@ -709,7 +711,12 @@ async fn helm_chart_installs_and_its_rbac_suffices() {
     create(
         &client,
         ns,
-        &job("run", json!({"config": {"configMap": {"name": "cfg"}}})),
+        // Gang scheduled, so the chart's RBAC must cover PodGroups too.
+        &job(
+            "run",
+            json!({"config": {"configMap": {"name": "cfg"}},
+                   "scheduling": {"schedulerName": "volcano"}}),
+        ),
     )
     .await;
     let cm = ConfigMap {

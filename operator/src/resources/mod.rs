@@ -6,11 +6,13 @@
 //! - [`env`]: the launch-contract environment (documented in ARCHITECTURE.md)
 //! - [`pod`]: one pod per node rank
 //! - [`rank_table`]: the Ascend HCCL rank table (`hccl.json`)
+//! - [`pod_group`]: the Volcano PodGroup for gang scheduling
 
 pub mod config_map;
 pub mod env;
 pub mod merge_patch;
 pub mod pod;
+pub mod pod_group;
 pub mod rank_table;
 pub mod service;
 

@@ -10,9 +10,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
+use kube::ResourceExt;
 
 use super::config_map::{CONFIG_DIR, CONFIG_KEY};
 use super::env::{self, PodSlot, LOG_DIR, TERMINATION_LOG};
+use super::pod_group;
 use super::rank_table::{RANK_INDEX_ANNOTATION, RANK_TABLE_DIR};
 use super::{
     common_labels, config_map_name, merge_patch, namespace, owner_ref, pod_name, rank_table_name,
@@ -152,6 +154,9 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
     if let Some((v, m)) = checkpoint_volume(job)? {
         volumes.push(v);
         mounts.push(m);
+    }
+    if pod_group::enabled(job) {
+        annotations.insert(pod_group::GROUP_ANNOTATION.into(), job.name_any());
     }
     if env::rank_table_enabled(job) {
         annotations.insert(RANK_INDEX_ANNOTATION.into(), slot.rank.to_string());
@@ -327,6 +332,11 @@ mod tests {
         assert_eq!(limits["nvidia.com/gpu"].0, "8");
         assert_eq!(limits["memory"].0, "64Gi");
         assert_eq!(spec.scheduler_name.as_deref(), Some("volcano"));
+        // Gang scheduled by default with Volcano: the pod joins the job's PodGroup.
+        assert_eq!(
+            pod.metadata.annotations.expect("annotations")[pod_group::GROUP_ANNOTATION],
+            "run1"
+        );
     }
 
     #[test]

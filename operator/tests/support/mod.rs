@@ -174,33 +174,50 @@ fn strip_key(v: &mut serde_json::Value, key: &str) {
     }
 }
 
+/// Volcano's PodGroup type as Volcano's chart installs it, with the schema left open (the
+/// tests check what the operator writes, not Volcano's validation).
+fn volcano_pod_group_crd() -> CustomResourceDefinition {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "podgroups.scheduling.volcano.sh"},
+        "spec": {"group": "scheduling.volcano.sh", "scope": "Namespaced",
+            "names": {"plural": "podgroups", "singular": "podgroup", "kind": "PodGroup",
+                      "shortNames": ["pg", "podgroup-v1beta1"]},
+            "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .expect("podgroup crd")
+}
+
+/// The PretrainJob CRD, and Volcano's PodGroup for gang scheduling.
 async fn install_crd(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    match api
-        .create(&PostParams::default(), &crd_for_old_servers())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("installing the CRD: {e}"),
-    }
-    let name = "pretrainjobs.pretrain.io";
-    for _ in 0..100 {
-        let crd = api.get(name).await.expect("crd");
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            // Discovery can lag the condition slightly.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            return;
+    for crd in [crd_for_old_servers(), volcano_pod_group_crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        match api.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("installing the CRD {name}: {e}"),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut established = false;
+        for _ in 0..100 {
+            let crd = api.get(&name).await.expect("crd");
+            established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(established, "CRD {name} not established");
     }
-    panic!("CRD not established");
+    // Discovery can lag the condition slightly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 impl Cluster {

@@ -1,0 +1,97 @@
+//! Gang scheduling with Volcano: one PodGroup per job (`minMember` = `nodes`), joined by every
+//! pod through the `scheduling.k8s.io/group-name` annotation, so an attempt's pods are placed
+//! all together or not at all (a partly placed gang would hold devices while it waits for
+//! peers that never come). The PodGroup outlives attempts; each new gang joins it again.
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
+use kube::ResourceExt;
+
+use super::{common_labels, namespace, owner_ref};
+use crate::crd::PretrainJob;
+
+/// The pod annotation naming its PodGroup (what Volcano reads).
+pub const GROUP_ANNOTATION: &str = "scheduling.k8s.io/group-name";
+
+/// Volcano's PodGroup type.
+pub fn api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("scheduling.volcano.sh", "v1beta1", "PodGroup"),
+        "podgroups",
+    )
+}
+
+/// Whether the job is gang scheduled: `scheduling.gang`, by default on with the `volcano`
+/// scheduler.
+pub fn enabled(job: &PretrainJob) -> bool {
+    let s = &job.spec.scheduling;
+    s.gang
+        .unwrap_or(s.scheduler_name.as_deref() == Some("volcano"))
+}
+
+/// The PodGroup, named after the job.
+pub fn build(job: &PretrainJob) -> DynamicObject {
+    let s = &job.spec.scheduling;
+    let mut spec = serde_json::json!({"minMember": job.spec.nodes});
+    if let Some(q) = &s.queue {
+        spec["queue"] = q.clone().into();
+    }
+    if let Some(p) = &s.priority_class_name {
+        spec["priorityClassName"] = p.clone().into();
+    }
+    let mut obj = DynamicObject::new(&job.name_any(), &api_resource()).data(serde_json::json!({
+        "spec": spec
+    }));
+    obj.metadata = ObjectMeta {
+        name: Some(job.name_any()),
+        namespace: Some(namespace(job)),
+        labels: Some(common_labels(job)),
+        owner_references: Some(vec![owner_ref(job)]),
+        ..Default::default()
+    };
+    obj
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures;
+
+    #[test]
+    fn volcano_jobs_get_a_pod_group_of_all_nodes() {
+        let job = fixtures::job(serde_json::json!({
+            "nodes": 4, "workersPerNode": 8, "image": "i", "config": {"inline": "a: 1"},
+            "scheduling": {"schedulerName": "volcano", "queue": "training",
+                           "priorityClassName": "high"}
+        }));
+        assert!(enabled(&job));
+        let pg = build(&job);
+        let v = serde_json::to_value(&pg).expect("json");
+        assert_eq!(v["apiVersion"], "scheduling.volcano.sh/v1beta1");
+        assert_eq!(v["kind"], "PodGroup");
+        assert_eq!(v["metadata"]["name"], "run1");
+        assert_eq!(v["metadata"]["namespace"], "ml");
+        assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "PretrainJob");
+        assert_eq!(
+            v["spec"],
+            serde_json::json!({"minMember": 4, "queue": "training", "priorityClassName": "high"})
+        );
+    }
+
+    #[test]
+    fn gang_follows_the_scheduler_unless_set() {
+        let with = |sched: serde_json::Value| {
+            enabled(&fixtures::job(serde_json::json!({
+                "nodes": 2, "workersPerNode": 1, "image": "i", "config": {"inline": "a: 1"},
+                "scheduling": sched
+            })))
+        };
+        assert!(!with(serde_json::json!({})));
+        assert!(with(serde_json::json!({"schedulerName": "volcano"})));
+        assert!(!with(
+            serde_json::json!({"schedulerName": "volcano", "gang": false})
+        ));
+        assert!(with(
+            serde_json::json!({"schedulerName": "volcano", "gang": true})
+        ));
+    }
+}
