@@ -182,9 +182,14 @@ fn default_checkpoint_mount() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailurePolicy {
-    /// Gang restarts allowed before the job fails.
+    /// Gang restarts after failures of the job itself allowed before the job fails.
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
+    /// Gang restarts caused by the infrastructure allowed before the job fails: a node lost, a
+    /// pod evicted, preempted or deleted, the runtime stopped by a signal (exit 10, reason
+    /// `Stopped`). They count apart from `maxRestarts` and never as attempts without progress.
+    #[serde(default = "default_max_infra_restarts")]
+    pub max_infra_restarts: u32,
     /// Consecutive restarts without a newer committed checkpoint allowed before the job fails.
     #[serde(default = "default_max_restarts_without_progress")]
     pub max_restarts_without_progress: u32,
@@ -201,6 +206,7 @@ impl Default for FailurePolicy {
     fn default() -> Self {
         Self {
             max_restarts: default_max_restarts(),
+            max_infra_restarts: default_max_infra_restarts(),
             max_restarts_without_progress: default_max_restarts_without_progress(),
             non_retryable_exit_codes: default_non_retryable(),
             backoff: Backoff::default(),
@@ -210,6 +216,9 @@ impl Default for FailurePolicy {
 
 fn default_max_restarts() -> u32 {
     10
+}
+fn default_max_infra_restarts() -> u32 {
+    100
 }
 fn default_max_restarts_without_progress() -> u32 {
     3
@@ -379,9 +388,12 @@ pub struct PretrainJobStatus {
     /// Current attempt (1-based; pods carry it as a label). 0 before the first start.
     #[serde(default)]
     pub attempt: u32,
-    /// Gang restarts so far (suspensions excluded).
+    /// Gang restarts so far (suspensions excluded), whatever their cause.
     #[serde(default)]
     pub restarts: u32,
+    /// Of `restarts`, those caused by the infrastructure (see `failurePolicy.maxInfraRestarts`).
+    #[serde(default)]
+    pub infra_restarts: u32,
     /// Consecutive restarts without a newer committed checkpoint.
     #[serde(default)]
     pub restarts_without_progress: u32,

@@ -27,7 +27,9 @@ mod conditions;
 mod failure;
 
 pub use conditions::set_condition;
-use failure::{delete_all, failure_reason, reported_checkpoint, root_failure, ttl_requeue};
+use failure::{
+    delete_all, failure_reason, is_infra, reason_of, reported_checkpoint, root_failure, ttl_requeue,
+};
 
 /// Re-check a job at least this often while pods are being deleted.
 const DELETE_POLL: Duration = Duration::from_secs(2);
@@ -379,10 +381,7 @@ pub fn decide(
                     pod: Some(p.name.clone()),
                     node: p.node.clone(),
                     exit_code: p.exit_code,
-                    reason: t
-                        .reason
-                        .or_else(|| p.reason.clone())
-                        .unwrap_or_else(|| failure_reason(p).unwrap_or("PodFailed").into()),
+                    reason: reason_of(p),
                     message: t.message.filter(|m| !m.is_empty()),
                     time: Some(time(now)),
                 }
@@ -448,15 +447,26 @@ pub fn decide(
                 pods,
             );
         }
-        if cx.st.restarts >= policy.max_restarts {
-            let msg = format!(
-                "restart budget exhausted ({} of {}); {summary}",
-                cx.st.restarts, policy.max_restarts
-            );
+        let infra = is_infra(&record.reason);
+        let (used, budget, kind) = if infra {
+            (
+                cx.st.infra_restarts,
+                policy.max_infra_restarts,
+                "infrastructure ",
+            )
+        } else {
+            let app = cx.st.restarts.saturating_sub(cx.st.infra_restarts);
+            (app, policy.max_restarts, "")
+        };
+        if used >= budget {
+            let msg = format!("{kind}restart budget exhausted ({used} of {budget}); {summary}");
             return cx.fail("RestartBudgetExhausted", msg, pods);
         }
+        // An attempt the infrastructure ended says nothing about the job's own progress.
         let without = if progressed {
             0
+        } else if infra {
+            cx.st.restarts_without_progress
         } else {
             cx.st.restarts_without_progress + 1
         };
@@ -468,6 +478,7 @@ pub fn decide(
             return cx.fail("NoProgress", msg, pods);
         }
         cx.st.restarts += 1;
+        cx.st.infra_restarts += u32::from(infra);
         cx.st.restarts_without_progress = without;
         let delay = backoff(spec, cx.st.restarts);
         let delay_secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);

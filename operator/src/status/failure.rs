@@ -83,8 +83,40 @@ pub(super) fn failure_reason(p: &PodView) -> Option<&'static str> {
     }
 }
 
-/// Picks the failure to report: a non-retryable exit first (it decides the job), then the
-/// earliest to finish (the others usually fail because they lost that peer), then lowest rank.
+/// Failure reasons the infrastructure causes: the node (lost, shut down), the scheduler or the
+/// kubelet (preemption, eviction), someone deleting the pod, or the runtime stopping on a signal
+/// (`Stopped`, exit 10, which the runtime only does when told to).
+const INFRA_REASONS: [&str; 10] = [
+    "NodeLost",
+    "PodDeleted",
+    "PodMissing",
+    "Evicted",
+    "Preempting",
+    "Preempted",
+    "Shutdown",
+    "NodeShutdown",
+    "Terminated",
+    "Stopped",
+];
+
+/// Whether a failure with this reason counts against `maxInfraRestarts` (else `maxRestarts`).
+pub(super) fn is_infra(reason: &str) -> bool {
+    INFRA_REASONS.contains(&reason)
+}
+
+/// The reason a failed pod reports: the runtime's termination message, else the container's
+/// or pod's reason, else what the operator observed.
+pub(super) fn reason_of(p: &PodView) -> String {
+    p.termination
+        .as_ref()
+        .and_then(|t| t.reason.clone())
+        .or_else(|| p.reason.clone())
+        .unwrap_or_else(|| failure_reason(p).unwrap_or("PodFailed").into())
+}
+
+/// Picks the failure to report: a non-retryable exit first (it decides the job), then one the
+/// infrastructure caused, then the earliest to finish (the others usually fail because they
+/// lost that peer), then lowest rank.
 pub(super) fn root_failure<'a>(
     spec: &PretrainJobSpec,
     failed: &[&'a PodView],
@@ -96,6 +128,7 @@ pub(super) fn root_failure<'a>(
     failed.iter().copied().min_by_key(|p| {
         (
             !non_retryable(p),
+            !is_infra(&reason_of(p)),
             p.finished_at.map(|t| t.as_second()).unwrap_or(i64::MAX),
             p.rank,
         )

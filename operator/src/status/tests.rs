@@ -230,6 +230,77 @@ fn restart_budget_and_no_progress_limits_fail_the_job() {
     assert!(o.status.conditions.iter().any(|c| c.reason == "NoProgress"));
 }
 
+/// A pod whose runtime stopped on SIGTERM (deleted, evicted, drained): exit 10, `Stopped`.
+fn stopped(rank: u32, attempt: u32) -> PodView {
+    let mut p = failed(rank, attempt, 10, None);
+    if let Some(t) = p.termination.as_mut() {
+        t.reason = Some("Stopped".into());
+    }
+    p
+}
+
+#[test]
+fn infrastructure_failures_have_their_own_budget() {
+    let s = spec(serde_json::json!({"failurePolicy": {
+        "maxRestarts": 3, "maxInfraRestarts": 2, "maxRestartsWithoutProgress": 1}}));
+    // The job's own budget is spent, and the last attempt made no progress: an eviction still
+    // restarts it, and counts as neither.
+    let mut st = running(5);
+    (st.restarts, st.infra_restarts, st.restarts_without_progress) = (4, 1, 1);
+    let o = decide_at(&s, &st, &[stopped(0, 5), pod(1, 5, "Running")], 10);
+    assert_eq!(
+        o.status.phase,
+        Phase::Restarting,
+        "{:?}",
+        o.status.conditions
+    );
+    assert_eq!(
+        (
+            o.status.restarts,
+            o.status.infra_restarts,
+            o.status.restarts_without_progress
+        ),
+        (5, 2, 1)
+    );
+    // Now the infrastructure budget is spent too.
+    let mut st = running(6);
+    (st.restarts, st.infra_restarts) = (5, 2);
+    let o = decide_at(&s, &st, &[stopped(0, 6), pod(1, 6, "Running")], 10);
+    assert_eq!(o.status.phase, Phase::Failed);
+    let c = o.status.conditions.iter().find(|c| c.type_ == "Failed");
+    assert!(c
+        .expect("Failed")
+        .message
+        .starts_with("infrastructure restart budget exhausted (2 of 2)"));
+    // The job's own failures count only their own restarts: 5 - 3 = 2 of 3 used.
+    let mut st = running(6);
+    (st.restarts, st.infra_restarts) = (5, 3);
+    let o = decide_at(&s, &st, &[failed(0, 6, 1, None), pod(1, 6, "Running")], 10);
+    assert_eq!(o.status.phase, Phase::Restarting);
+    assert_eq!((o.status.restarts, o.status.infra_restarts), (6, 3));
+}
+
+#[test]
+fn an_evicted_pod_is_the_root_failure_before_the_peers_it_took_down() {
+    let s = spec(serde_json::json!({}));
+    // Rank 1 lost its peer and exited first; rank 0 was evicted.
+    let peer = PodView {
+        finished_at: Some(t(5)),
+        ..failed(1, 2, 1, None)
+    };
+    let evicted = PodView {
+        reason: Some("Evicted".into()),
+        termination: None,
+        exit_code: None,
+        finished_at: Some(t(8)),
+        ..pod(0, 2, "Failed")
+    };
+    let o = decide_at(&s, &running(2), &[evicted, peer], 10);
+    let f = o.status.last_failure.expect("failure");
+    assert_eq!((f.rank, f.reason.as_str()), (Some(0), "Evicted"));
+    assert_eq!((o.status.restarts, o.status.infra_restarts), (1, 1));
+}
+
 #[test]
 fn backoff_doubles_and_caps() {
     let s = spec(serde_json::json!({}));

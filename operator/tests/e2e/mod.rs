@@ -295,6 +295,10 @@ async fn a_killed_worker_restarts_the_gang_and_the_job_ends_as_if_uninterrupted(
         matches!(failure.exit_code, Some(137) | Some(1)),
         "{failure:?}"
     );
+    assert_eq!(
+        status.infra_restarts, 0,
+        "a killed worker is the job's failure"
+    );
     let (got, repeats) = losses(&metrics);
     assert_eq!(got, want, "losses differ from the uninterrupted run");
     println!(
@@ -331,6 +335,8 @@ async fn a_deleted_pod_saves_the_final_state_and_the_restart_loses_no_step() {
     node.shutdown().await;
     let status = done.status.expect("status");
     assert_eq!(status.attempt, 2);
+    // A deleted pod is the infrastructure's doing: its own budget, not maxRestarts'.
+    assert_eq!((status.restarts, status.infra_restarts), (1, 1));
     let (got, repeats) = losses(&metrics);
     assert_eq!(got.len(), 30);
     assert_eq!(repeats, 0, "a step was recomputed after the restart");
