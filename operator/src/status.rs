@@ -20,16 +20,14 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{FailureRecord, Phase, PretrainJobSpec, PretrainJobStatus};
+use crate::crd::{Phase, PretrainJobSpec, PretrainJobStatus};
 use crate::observe::PodView;
 
 mod conditions;
 mod failure;
 
 pub use conditions::set_condition;
-use failure::{
-    delete_all, failure_reason, is_infra, reason_of, reported_checkpoint, root_failure, ttl_requeue,
-};
+use failure::{delete_all, failure_reason, reported_checkpoint, root_failure, ttl_requeue};
 
 /// Re-check a job at least this often while pods are being deleted.
 const DELETE_POLL: Duration = Duration::from_secs(2);
@@ -372,143 +370,7 @@ pub fn decide(
         .then(|| missing.first().copied())
         .flatten();
     if root.is_some() || vanished.is_some() {
-        let record = match &root {
-            Some(p) => {
-                let t = p.termination.clone().unwrap_or_default();
-                FailureRecord {
-                    attempt,
-                    rank: Some(p.rank),
-                    pod: Some(p.name.clone()),
-                    node: p.node.clone(),
-                    exit_code: p.exit_code,
-                    reason: reason_of(p),
-                    message: t.message.filter(|m| !m.is_empty()),
-                    time: Some(time(now)),
-                }
-            }
-            None => {
-                let rank = vanished.unwrap_or_default();
-                FailureRecord {
-                    attempt,
-                    rank: Some(rank),
-                    pod: Some(crate::resources::pod_name_for(name, rank)),
-                    reason: "PodMissing".into(),
-                    message: format!(
-                        "the pod of rank {rank} disappeared while the job was running"
-                    )
-                    .into(),
-                    time: Some(time(now)),
-                    ..Default::default()
-                }
-            }
-        };
-        let progressed = match reported_checkpoint(pods, cx.st.last_checkpoint.as_ref()) {
-            Some(c) => {
-                cx.event(
-                    false,
-                    "CheckpointCommitted",
-                    format!("step {} at {}", c.step, c.path.as_deref().unwrap_or("?")),
-                );
-                cx.st.last_checkpoint = Some(c);
-                true
-            }
-            None => false,
-        };
-        let exit = record
-            .exit_code
-            .map(|c| format!("exit code {c}"))
-            .unwrap_or_else(|| "no exit code".into());
-        let summary = format!(
-            "attempt {attempt}: rank {} (pod {}{}) failed: {exit}, {}{}",
-            record.rank.unwrap_or_default(),
-            record.pod.clone().unwrap_or_default(),
-            record
-                .node
-                .as_ref()
-                .map(|n| format!(" on {n}"))
-                .unwrap_or_default(),
-            record.reason,
-            record
-                .message
-                .as_ref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default(),
-        );
-        cx.event(true, "RankFailed", summary.clone());
-        cx.st.last_failure = Some(record.clone());
-        let policy = &spec.failure_policy;
-        if let Some(code) = record
-            .exit_code
-            .filter(|c| policy.non_retryable_exit_codes.contains(c))
-        {
-            return cx.fail(
-                "NonRetryableExitCode",
-                format!("exit code {code} is not retryable; {summary}"),
-                pods,
-            );
-        }
-        let infra = is_infra(&record.reason);
-        let (used, budget, kind) = if infra {
-            (
-                cx.st.infra_restarts,
-                policy.max_infra_restarts,
-                "infrastructure ",
-            )
-        } else {
-            let app = cx.st.restarts.saturating_sub(cx.st.infra_restarts);
-            (app, policy.max_restarts, "")
-        };
-        if used >= budget {
-            let msg = format!("{kind}restart budget exhausted ({used} of {budget}); {summary}");
-            return cx.fail("RestartBudgetExhausted", msg, pods);
-        }
-        // An attempt the infrastructure ended says nothing about the job's own progress.
-        let without = if progressed {
-            0
-        } else if infra {
-            cx.st.restarts_without_progress
-        } else {
-            cx.st.restarts_without_progress + 1
-        };
-        if without > policy.max_restarts_without_progress {
-            let msg = format!(
-                "{without} consecutive failed attempts without a newer checkpoint (limit {}); {summary}",
-                policy.max_restarts_without_progress
-            );
-            return cx.fail("NoProgress", msg, pods);
-        }
-        cx.st.restarts += 1;
-        cx.st.infra_restarts += u32::from(infra);
-        cx.st.restarts_without_progress = without;
-        let delay = backoff(spec, cx.st.restarts);
-        let delay_secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
-        cx.st.next_attempt_time = Timestamp::from_second(now.as_second() + delay_secs)
-            .ok()
-            .map(time);
-        cx.set_phase(Phase::Restarting);
-        set_condition(&mut cx.st, "Running", false, "GangRestart", "", now);
-        set_condition(
-            &mut cx.st,
-            "Restarting",
-            true,
-            &record.reason,
-            &summary,
-            now,
-        );
-        cx.event(
-            false,
-            "GangRestart",
-            format!(
-                "deleting attempt {attempt}; attempt {} starts in {}s",
-                attempt + 1,
-                delay.as_secs()
-            ),
-        );
-        let action = delete_all(pods, spec, now);
-        return cx.outcome(
-            action,
-            Some(DELETE_POLL.min(delay.max(Duration::from_secs(1)))),
-        );
+        return failure::restart_or_fail(cx, name, spec, pods, root.as_ref(), vanished, now);
     }
 
     if missing.is_empty() && pods.iter().all(|p| p.phase == "Succeeded") {

@@ -1,10 +1,11 @@
-//! Failure classification and the pods to delete, for the state machine.
+//! Failures: classification, the pods to delete, and how a failed attempt ends (restart or fail).
 
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
 
-use super::{secs_between, until, Action};
-use crate::crd::{CheckpointRecord, PretrainJobSpec, PretrainJobStatus};
+use super::conditions::set_condition;
+use super::{backoff, secs_between, time, until, Action, Ctx, Outcome, DELETE_POLL};
+use crate::crd::{CheckpointRecord, FailureRecord, Phase, PretrainJobSpec, PretrainJobStatus};
 use crate::observe::PodView;
 
 /// Terminating pods are force-deleted after this long unless the spec says otherwise.
@@ -133,4 +134,154 @@ pub(super) fn root_failure<'a>(
             p.rank,
         )
     })
+}
+
+/// Ends attempt `cx.st.attempt` after `root` failed (or the pod of rank `vanished` disappeared):
+/// records the failure, then fails the job (non-retryable exit, a budget used up, no progress)
+/// or deletes the gang for a restart after the backoff.
+pub(super) fn restart_or_fail(
+    mut cx: Ctx<'_>,
+    name: &str,
+    spec: &PretrainJobSpec,
+    pods: &[PodView],
+    root: Option<&PodView>,
+    vanished: Option<u32>,
+    now: Timestamp,
+) -> Outcome {
+    let attempt = cx.st.attempt;
+    let record = match &root {
+        Some(p) => {
+            let t = p.termination.clone().unwrap_or_default();
+            FailureRecord {
+                attempt,
+                rank: Some(p.rank),
+                pod: Some(p.name.clone()),
+                node: p.node.clone(),
+                exit_code: p.exit_code,
+                reason: reason_of(p),
+                message: t.message.filter(|m| !m.is_empty()),
+                time: Some(time(now)),
+            }
+        }
+        None => {
+            let rank = vanished.unwrap_or_default();
+            FailureRecord {
+                attempt,
+                rank: Some(rank),
+                pod: Some(crate::resources::pod_name_for(name, rank)),
+                reason: "PodMissing".into(),
+                message: format!("the pod of rank {rank} disappeared while the job was running")
+                    .into(),
+                time: Some(time(now)),
+                ..Default::default()
+            }
+        }
+    };
+    let progressed = match reported_checkpoint(pods, cx.st.last_checkpoint.as_ref()) {
+        Some(c) => {
+            cx.event(
+                false,
+                "CheckpointCommitted",
+                format!("step {} at {}", c.step, c.path.as_deref().unwrap_or("?")),
+            );
+            cx.st.last_checkpoint = Some(c);
+            true
+        }
+        None => false,
+    };
+    let exit = record
+        .exit_code
+        .map(|c| format!("exit code {c}"))
+        .unwrap_or_else(|| "no exit code".into());
+    let summary = format!(
+        "attempt {attempt}: rank {} (pod {}{}) failed: {exit}, {}{}",
+        record.rank.unwrap_or_default(),
+        record.pod.clone().unwrap_or_default(),
+        record
+            .node
+            .as_ref()
+            .map(|n| format!(" on {n}"))
+            .unwrap_or_default(),
+        record.reason,
+        record
+            .message
+            .as_ref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default(),
+    );
+    cx.event(true, "RankFailed", summary.clone());
+    cx.st.last_failure = Some(record.clone());
+    let policy = &spec.failure_policy;
+    if let Some(code) = record
+        .exit_code
+        .filter(|c| policy.non_retryable_exit_codes.contains(c))
+    {
+        return cx.fail(
+            "NonRetryableExitCode",
+            format!("exit code {code} is not retryable; {summary}"),
+            pods,
+        );
+    }
+    let infra = is_infra(&record.reason);
+    let (used, budget, kind) = if infra {
+        (
+            cx.st.infra_restarts,
+            policy.max_infra_restarts,
+            "infrastructure ",
+        )
+    } else {
+        let app = cx.st.restarts.saturating_sub(cx.st.infra_restarts);
+        (app, policy.max_restarts, "")
+    };
+    if used >= budget {
+        let msg = format!("{kind}restart budget exhausted ({used} of {budget}); {summary}");
+        return cx.fail("RestartBudgetExhausted", msg, pods);
+    }
+    // An attempt the infrastructure ended says nothing about the job's own progress.
+    let without = if progressed {
+        0
+    } else if infra {
+        cx.st.restarts_without_progress
+    } else {
+        cx.st.restarts_without_progress + 1
+    };
+    if without > policy.max_restarts_without_progress {
+        let msg = format!(
+            "{without} consecutive failed attempts without a newer checkpoint (limit {}); {summary}",
+            policy.max_restarts_without_progress
+        );
+        return cx.fail("NoProgress", msg, pods);
+    }
+    cx.st.restarts += 1;
+    cx.st.infra_restarts += u32::from(infra);
+    cx.st.restarts_without_progress = without;
+    let delay = backoff(spec, cx.st.restarts);
+    let delay_secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
+    cx.st.next_attempt_time = Timestamp::from_second(now.as_second() + delay_secs)
+        .ok()
+        .map(time);
+    cx.set_phase(Phase::Restarting);
+    set_condition(&mut cx.st, "Running", false, "GangRestart", "", now);
+    set_condition(
+        &mut cx.st,
+        "Restarting",
+        true,
+        &record.reason,
+        &summary,
+        now,
+    );
+    cx.event(
+        false,
+        "GangRestart",
+        format!(
+            "deleting attempt {attempt}; attempt {} starts in {}s",
+            attempt + 1,
+            delay.as_secs()
+        ),
+    );
+    let action = delete_all(pods, spec, now);
+    cx.outcome(
+        action,
+        Some(DELETE_POLL.min(delay.max(Duration::from_secs(1)))),
+    )
 }
