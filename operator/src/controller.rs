@@ -272,8 +272,6 @@ async fn apply_rank_table(
     .await
 }
 
-/// Reconciles one job.
-#[instrument(skip_all, fields(job = %job.name_any(), namespace = job.namespace().unwrap_or_default()))]
 /// The job's Volcano PodGroup, before any pod that joins it; a cluster without Volcano's CRD
 /// gets a message that says so.
 async fn apply_pod_group(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<(), Error> {
@@ -300,6 +298,8 @@ async fn apply_pod_group(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<(
     }
 }
 
+/// Reconciles one job.
+#[instrument(skip_all, fields(job = %job.name_any(), namespace = job.namespace().unwrap_or_default()))]
 pub async fn reconcile(job: Arc<PretrainJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&job, &ctx).await;

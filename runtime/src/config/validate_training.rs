@@ -204,9 +204,7 @@ impl Config {
         }
         Ok((log_every.unwrap_or(1), checkpoint))
     }
-}
 
-impl Config {
     /// The `CheckpointMonitor`'s `directory`, else `<output_dir>/checkpoint`.
     pub(super) fn checkpoint_root(&self) -> PathBuf {
         self.callbacks
