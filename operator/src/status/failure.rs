@@ -257,9 +257,9 @@ pub(super) fn restart_or_fail(
     cx.st.restarts_without_progress = without;
     let delay = backoff(spec, cx.st.restarts);
     let delay_secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
-    cx.st.next_attempt_time = Timestamp::from_second(now.as_second() + delay_secs)
-        .ok()
-        .map(time);
+    // Status times have whole seconds: round up, so the wait is never shorter than the backoff.
+    let ceil_now = now.as_second() + i64::from(now.subsec_nanosecond() > 0);
+    cx.st.next_attempt_time = Timestamp::from_second(ceil_now + delay_secs).ok().map(time);
     cx.set_phase(Phase::Restarting);
     set_condition(&mut cx.st, "Running", false, "GangRestart", "", now);
     set_condition(

@@ -301,6 +301,26 @@ fn an_evicted_pod_is_the_root_failure_before_the_peers_it_took_down() {
     assert_eq!((o.status.restarts, o.status.infra_restarts), (1, 1));
 }
 
+/// Status times have whole seconds; a failure seen at x.9 s must still wait the whole backoff.
+#[test]
+fn the_backoff_is_never_cut_short_by_second_rounding() {
+    let s = spec(serde_json::json!({}));
+    let seen = Timestamp::new(1_800_000_010, 900_000_000).expect("t");
+    let o = decide(
+        "run1",
+        &s,
+        Some(1),
+        &running(2),
+        &[failed(0, 2, 1, None)],
+        seen,
+    );
+    let next = o.status.next_attempt_time.expect("next attempt").0;
+    assert!(
+        next.as_second() as f64 >= 1_800_000_010.9 + 10.0,
+        "next attempt at {next}, backoff 10 s from {seen}"
+    );
+}
+
 #[test]
 fn backoff_doubles_and_caps() {
     let s = spec(serde_json::json!({}));
