@@ -1,14 +1,22 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, the same protocol as client-go's
 //! leaderelection: whoever holds an unexpired lease leads and renews it; others wait until it
 //! expires and then take it with an optimistic (resourceVersion-checked) replace.
+//! [`run_elected`] is the whole life of a replica around that: wait, lead, step down.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -19,6 +27,49 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a lease is valid without renewal.
     pub duration: Duration,
+}
+
+impl LeaseConfig {
+    /// How often a standby retries taking the lease and the leader renews it: a third of its
+    /// duration, so two renewals may fail before the lease expires.
+    pub fn retry_interval(&self) -> Duration {
+        self.duration / 3
+    }
+}
+
+/// How a replica's time under [`run_elected`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// Shutdown came before the lease did; the work never ran.
+    NeverHeld,
+    /// The work ended while we held the lease, which was then released for a standby.
+    Released,
+    /// The lease was taken by another replica or not renewed within its duration; the work was
+    /// stopped through the shutdown channel and the lease is not touched again.
+    Lost,
+}
+
+/// One renewal attempt, as far as keeping leadership is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Renewal {
+    /// We hold the lease for another `duration`.
+    Renewed,
+    /// Another replica holds the lease now.
+    Taken,
+    /// The request failed; the lease may still be ours.
+    Failed,
+}
+
+/// Whether leadership is lost after `renewal`, `unrenewed` after the last successful renewal:
+/// at once when the lease was taken, and after failed requests once the lease has gone a whole
+/// `duration` without renewal (another replica may then take it). Returns the reason to log.
+fn lost_after(renewal: Renewal, unrenewed: Duration, duration: Duration) -> Option<&'static str> {
+    match renewal {
+        Renewal::Renewed => None,
+        Renewal::Taken => Some("lease taken by another replica"),
+        Renewal::Failed if unrenewed >= duration => Some("lease not renewed within its duration"),
+        Renewal::Failed => None,
+    }
 }
 
 /// Whether `lease` is free for `identity` at `now`: unheld, held by us, or expired.
@@ -97,6 +148,102 @@ pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<(), kube::Er
     Ok(())
 }
 
+/// Runs `work` only while this replica leads. Waits until the lease is ours (returning
+/// [`Leadership::NeverHeld`] without running `work` if `shutdown` is signalled first), then
+/// renews it in the background while `work` runs. Losing the lease sends `shutdown` so that
+/// `work` stops (two leaders must never act on the same jobs) and returns
+/// [`Leadership::Lost`]; the caller exits non-zero so the pod restarts as a standby. When `work`
+/// ends otherwise, the lease is released so a standby takes over at once.
+///
+/// `work` must end once `shutdown` carries `true`. The `pretrain_operator_leader` metric is set
+/// on election and cleared on loss.
+pub async fn run_elected(
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    shutdown: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+    work: impl Future<Output = ()>,
+) -> Leadership {
+    let namespace = api.namespace().unwrap_or_default().to_owned();
+    info!(lease = %cfg.name, %namespace, identity = %cfg.identity, "waiting for leadership");
+    if !acquire(&api, &cfg, shutdown.subscribe()).await {
+        return Leadership::NeverHeld;
+    }
+    info!("became leader");
+    metrics.set_leader(true);
+
+    let lost = Arc::new(AtomicBool::new(false));
+    tokio::spawn(renew(
+        api.clone(),
+        cfg.clone(),
+        shutdown,
+        metrics,
+        lost.clone(),
+    ));
+    work.await;
+    if lost.load(Ordering::Relaxed) {
+        return Leadership::Lost;
+    }
+    if let Err(e) = release(&api, &cfg).await {
+        warn!(error = %e, "releasing the lease failed");
+    }
+    Leadership::Released
+}
+
+/// Retries taking the lease every [`LeaseConfig::retry_interval`]; false when shutdown came
+/// first.
+async fn acquire(api: &Api<Lease>, cfg: &LeaseConfig, mut shutdown: watch::Receiver<bool>) -> bool {
+    loop {
+        match try_acquire(api, cfg).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "lease request failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.retry_interval()) => {}
+            _ = shutdown.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Renews the lease every [`LeaseConfig::retry_interval`] until shutdown; on loss clears the
+/// leader metric, sets `lost` and then signals shutdown (in that order, so whoever sees the
+/// shutdown sees `lost`).
+async fn renew(
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    shutdown: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+    lost: Arc<AtomicBool>,
+) {
+    let mut stopped = shutdown.subscribe();
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.retry_interval()) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let renewal = match try_acquire(&api, &cfg).await {
+            Ok(true) => {
+                last_ok = Instant::now();
+                Renewal::Renewed
+            }
+            Ok(false) => Renewal::Taken,
+            Err(e) => {
+                warn!(error = %e, "lease renewal failed");
+                Renewal::Failed
+            }
+        };
+        if let Some(reason) = lost_after(renewal, last_ok.elapsed(), cfg.duration) {
+            error!("{reason}");
+            break;
+        }
+    }
+    metrics.set_leader(false);
+    lost.store(true, Ordering::Relaxed);
+    let _ = shutdown.send(true);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +264,25 @@ mod tests {
         assert!(!can_take(&held, "b", t(14)));
         assert!(can_take(&held, "b", t(15)));
         assert!(can_take(&LeaseSpec::default(), "b", t(0)));
+    }
+
+    #[test]
+    fn leadership_is_lost_when_taken_or_unrenewed_for_a_whole_duration() {
+        let d = Duration::from_secs(15);
+        let s = Duration::from_secs;
+        assert_eq!(lost_after(Renewal::Renewed, s(0), d), None);
+        assert!(lost_after(Renewal::Taken, s(0), d).is_some());
+        assert_eq!(lost_after(Renewal::Failed, s(14), d), None);
+        assert!(lost_after(Renewal::Failed, s(15), d).is_some());
+    }
+
+    #[test]
+    fn retries_and_renewals_come_every_third_of_the_duration() {
+        let cfg = LeaseConfig {
+            name: "l".into(),
+            identity: "a".into(),
+            duration: Duration::from_secs(15),
+        };
+        assert_eq!(cfg.retry_interval(), Duration::from_secs(5));
     }
 }

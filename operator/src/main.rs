@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
@@ -10,10 +10,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use pretrain_operator::controller::{self, Context};
 use pretrain_operator::http::{self, State};
-use pretrain_operator::leader::{self, LeaseConfig};
+use pretrain_operator::leader::{self, Leadership, LeaseConfig};
 use pretrain_operator::metrics::Metrics;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// Kubernetes operator for PretrainJob.
 #[derive(Parser, Debug)]
@@ -96,6 +96,30 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The Lease's namespace and settings from the flags: namespace `--lease-namespace`, else
+/// `$POD_NAMESPACE`, else `default`; identity `--identity` (the pod name), else
+/// `<hostname>-<pid>`; duration `--lease-seconds`, at least 3 s.
+fn lease_config(args: &Args) -> (String, LeaseConfig) {
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into()),
+            std::process::id()
+        )
+    });
+    let cfg = LeaseConfig {
+        name: args.lease_name.clone(),
+        identity,
+        duration: Duration::from_secs(args.lease_seconds.max(3)),
+    };
+    (namespace, cfg)
+}
+
 async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let client = Client::try_default()
         .await
@@ -118,87 +142,25 @@ async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     tokio::spawn(http::serve(listener, state.clone()));
     state.ready.store(true, Ordering::Relaxed);
 
-    let mut lease = None;
-    if args.leader_election {
-        let ns = args
-            .lease_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into());
-        let identity = args.identity.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into()),
-                std::process::id()
-            )
-        });
-        let cfg = LeaseConfig {
-            name: args.lease_name.clone(),
-            identity,
-            duration: Duration::from_secs(args.lease_seconds.max(3)),
-        };
-        let api: Api<Lease> = Api::namespaced(client.clone(), &ns);
-        let retry = cfg.duration / 3;
-        info!(lease = %cfg.name, namespace = %ns, identity = %cfg.identity, "waiting for leadership");
-        loop {
-            match leader::try_acquire(&api, &cfg).await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "lease request failed"),
-            }
-            let mut rx2 = rx.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => {}
-                _ = rx2.wait_for(|s| *s) => return Ok(std::process::ExitCode::SUCCESS),
-            }
-        }
-        info!("became leader");
-        metrics.set_leader(true);
-        lease = Some((api, cfg));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        args.identity.clone(),
+    ));
+    let work = async move {
+        controller::run(controller, ctx, stopped(rx)).await;
+        info!("controller stopped");
+    };
+    if !args.leader_election {
+        work.await;
+        return Ok(std::process::ExitCode::SUCCESS);
     }
-
-    // Renew the lease; losing it stops the controller and exits non-zero so the pod restarts
-    // as a standby (two leaders must never act on the same jobs).
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if let Some((api, cfg)) = lease.clone() {
-        let (tx, mut rx3, lost) = (tx.clone(), rx.clone(), lost.clone());
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut last_ok = Instant::now();
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(cfg.duration / 3) => {}
-                    _ = rx3.wait_for(|s| *s) => return,
-                }
-                match leader::try_acquire(&api, &cfg).await {
-                    Ok(true) => last_ok = Instant::now(),
-                    Ok(false) => {
-                        error!("lease taken by another replica");
-                        break;
-                    }
-                    Err(e) => warn!(error = %e, "lease renewal failed"),
-                }
-                if last_ok.elapsed() >= cfg.duration {
-                    error!("lease not renewed within its duration");
-                    break;
-                }
-            }
-            metrics.set_leader(false);
-            lost.store(true, Ordering::Relaxed);
-            let _ = tx.send(true);
-        });
-    }
-
-    let ctx = Arc::new(Context::new(client, metrics.clone(), args.identity.clone()));
-    controller::run(controller, ctx, stopped(rx)).await;
-    info!("controller stopped");
-    if lost.load(Ordering::Relaxed) {
-        return Ok(std::process::ExitCode::FAILURE);
-    }
-    if let Some((api, cfg)) = lease {
-        if let Err(e) = leader::release(&api, &cfg).await {
-            warn!(error = %e, "releasing the lease failed");
-        }
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+    let (namespace, cfg) = lease_config(&args);
+    let api: Api<Lease> = Api::namespaced(client, &namespace);
+    // A replica that lost the lease exits non-zero, so its pod restarts as a standby.
+    let code = match leader::run_elected(api, cfg, tx.clone(), metrics, work).await {
+        Leadership::NeverHeld | Leadership::Released => std::process::ExitCode::SUCCESS,
+        Leadership::Lost => std::process::ExitCode::FAILURE,
+    };
+    Ok(code)
 }
