@@ -2,6 +2,7 @@
 //! ([`crate::status`]) what to do, writes the status with server-side apply, publishes Events,
 //! then acts (create or delete pods, or delete the finished job).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,14 +84,18 @@ fn is_code(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// Resolves the training config text: inline, or the referenced ConfigMap key.
+/// Resolves the files of the job's ConfigMap: the training config as `config.yaml` (inline,
+/// or the referenced ConfigMap key) and, with a referenced ConfigMap, its other keys, which a
+/// `base_config: <key>` can name (they are mounted beside it).
 async fn resolve_config(
     job: &PretrainJob,
     ns: &str,
     client: &Client,
-) -> Result<Result<String, String>, Error> {
+) -> Result<Result<BTreeMap<String, String>, String>, Error> {
     if let Some(text) = &job.spec.config.inline {
-        return Ok(Ok(text.clone()));
+        return Ok(Ok(
+            [(config_map::CONFIG_KEY.to_string(), text.clone())].into()
+        ));
     }
     let Some(r) = &job.spec.config.config_map else {
         return Ok(Err(String::new())); // reported by validation
@@ -101,13 +106,19 @@ async fn resolve_config(
             "config.configMap {:?} not found in namespace {ns:?}; create it or fix the name",
             r.name
         )),
-        Some(cm) => match cm.data.and_then(|mut d| d.remove(&r.key)) {
-            Some(text) => Ok(text),
-            None => Err(format!(
-                "config.configMap {:?} has no key {:?}",
-                r.name, r.key
-            )),
-        },
+        Some(cm) => {
+            let mut data = cm.data.unwrap_or_default();
+            match data.remove(&r.key) {
+                Some(text) => {
+                    data.insert(config_map::CONFIG_KEY.to_string(), text);
+                    Ok(data)
+                }
+                None => Err(format!(
+                    "config.configMap {:?} has no key {:?}",
+                    r.name, r.key
+                )),
+            }
+        }
     })
 }
 
@@ -318,13 +329,13 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
     let generation = job.metadata.generation;
 
     let config = if current.phase.is_terminal() {
-        Ok(String::new()) // never re-validated: terminal is sticky
+        Ok(BTreeMap::new()) // never re-validated: terminal is sticky
     } else {
         resolve_config(job, &ns, &ctx.client).await?
     };
     if !current.phase.is_terminal() {
         let source = match &config {
-            Ok(text) => ConfigSource::Text(text),
+            Ok(files) => ConfigSource::Files(files),
             Err(what) => ConfigSource::Missing(what.clone()),
         };
         if let Err(message) = validate::validate(job, source) {
@@ -365,7 +376,7 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
     );
 
     if !outcome.status.phase.is_terminal() {
-        if let Ok(text) = &config {
+        if let Ok(files) = &config {
             apply(
                 &Api::<Service>::namespaced(ctx.client.clone(), &ns),
                 &service::build(job),
@@ -373,7 +384,7 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
             .await?;
             apply(
                 &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
-                &config_map::build(job, text),
+                &config_map::build(job, files),
             )
             .await?;
         }

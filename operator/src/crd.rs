@@ -103,7 +103,8 @@ pub struct TrainingConfig {
     /// ConfigMap the job owns on every reconcile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapKey>,
-    /// Dotted overrides `section.key=value`, passed to the runtime as `--section.key=value`.
+    /// Dotted overrides, `section.key=value` (passed as `--section.key=value`), or
+    /// `--section.key` followed by its value as the next item; the runtime's forms.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<String>,
 }
@@ -224,7 +225,8 @@ fn default_max_restarts_without_progress() -> u32 {
     3
 }
 fn default_non_retryable() -> Vec<i32> {
-    vec![2, 3, 4]
+    use pretrain_contract::exit;
+    vec![exit::CONFIG_INVALID, exit::DATA_INVALID, exit::DIVERGED]
 }
 
 /// Exponential backoff between attempts.

@@ -3,55 +3,13 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use serde::Deserialize;
 
 use crate::resources::{CONTAINER, LABEL_ATTEMPT, LABEL_RANK};
 
-/// The runtime's termination message, written as one JSON object to
-/// `$PRETRAIN_TERMINATION_LOG` before it exits (see ARCHITECTURE.md). Any other text (e.g. the
-/// log tail Kubernetes substitutes with `FallbackToLogsOnError`) is kept as `message`.
-#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct TerminationMessage {
-    /// CamelCase reason (`Diverged`, `ConfigInvalid`, `PeerLost`, ...).
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// One-line description.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Newest committed checkpoint step when the process exited.
-    #[serde(default)]
-    pub last_checkpoint_step: Option<u64>,
-    /// Its directory.
-    #[serde(default)]
-    pub last_checkpoint_path: Option<String>,
-}
-
-/// Longest message kept in status (the kubelet caps termination messages at 4 KiB anyway).
-const MAX_MESSAGE: usize = 1024;
-
-/// Parses a termination message: JSON if it is JSON, plain text otherwise.
-pub fn parse_termination(text: &str) -> TerminationMessage {
-    let t = text.trim();
-    if let Ok(m) = serde_json::from_str::<TerminationMessage>(t) {
-        return m;
-    }
-    let mut msg: String = t
-        .chars()
-        .rev()
-        .take(MAX_MESSAGE)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if msg.len() < t.len() {
-        msg.insert_str(0, "...");
-    }
-    TerminationMessage {
-        message: (!msg.is_empty()).then_some(msg),
-        ..Default::default()
-    }
-}
+/// The runtime's termination message (the contract crate's type): one JSON object the
+/// launcher writes to `$PRETRAIN_TERMINATION_LOG` before it exits; any other text (the log
+/// tail Kubernetes substitutes with `FallbackToLogsOnError`) is kept as `message`.
+pub use pretrain_contract::termination::TerminationMessage;
 
 /// One pod of the job, as the state machine sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -109,7 +67,7 @@ impl PodView {
                 .as_ref()
                 .and_then(|t| t.message.as_deref())
                 .or_else(|| status.and_then(|s| s.message.as_deref()))
-                .map(parse_termination),
+                .map(TerminationMessage::parse),
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             finished_at: terminated
                 .as_ref()
@@ -129,13 +87,13 @@ mod tests {
 
     #[test]
     fn json_message_is_structured_and_text_is_kept() {
-        let m = parse_termination(
+        let m = TerminationMessage::parse(
             r#"{"reason":"PeerLost","message":"rank 3 closed","lastCheckpointStep":1200,
                 "lastCheckpointPath":"/ckpt/iteration_00001200"}"#,
         );
         assert_eq!(m.reason.as_deref(), Some("PeerLost"));
         assert_eq!(m.last_checkpoint_step, Some(1200));
-        let m = parse_termination("error: config.yaml:3: unknown key `foo`\n");
+        let m = TerminationMessage::parse("error: config.yaml:3: unknown key `foo`\n");
         assert_eq!(
             m.message.as_deref(),
             Some("error: config.yaml:3: unknown key `foo`")

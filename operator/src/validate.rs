@@ -1,9 +1,14 @@
 //! Spec validation, done by the reconciler because the oldest supported API server (1.20) has
 //! no CEL. Every problem is reported at once, in one message for the `Invalid` condition.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use kube::ResourceExt;
+use pretrain_contract::config::{self as training, Files, ParallelLayout};
 
 use crate::crd::{AcceleratorType, PretrainJob};
+use crate::resources::config_map::{CONFIG_DIR, CONFIG_KEY};
 use crate::resources::env::PodSlot;
 use crate::resources::pod::{self, BuildError};
 
@@ -12,8 +17,11 @@ const MAX_NAME: usize = 52;
 
 /// The training config as the controller found it.
 pub enum ConfigSource<'a> {
-    /// The YAML text (inline, or read from the referenced ConfigMap).
+    /// The YAML text alone.
     Text(&'a str),
+    /// The files of the job's ConfigMap by key: the config under `config.yaml`, and the
+    /// referenced ConfigMap's other keys.
+    Files(&'a BTreeMap<String, String>),
     /// The referenced ConfigMap or key does not exist; the string says which.
     Missing(String),
 }
@@ -27,57 +35,102 @@ fn is_dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// Reads an integer at a dotted path of the config, with dotted overrides applied on top.
-fn config_int(config: &serde_json::Value, overrides: &[String], path: &str) -> Option<i64> {
-    for o in overrides.iter().rev() {
-        let o = o.trim_start_matches("--");
-        if let Some((k, v)) = o.split_once('=') {
-            if k == path {
-                return v.trim().parse().ok();
-            }
+/// The job's ConfigMap as the pods see it: its keys are files in [`CONFIG_DIR`]. Files
+/// elsewhere (in the image, on a volume) are not visible to the operator.
+struct Mounted<'a>(&'a BTreeMap<String, String>);
+
+impl Files for Mounted<'_> {
+    fn read(&self, path: &Path) -> training::Result<(PathBuf, String)> {
+        let key = path
+            .strip_prefix(CONFIG_DIR)
+            .ok()
+            .and_then(|k| k.to_str())
+            .filter(|k| !k.contains('/'));
+        match key.and_then(|k| self.0.get(k)) {
+            Some(text) => Ok((path.to_path_buf(), text.clone())),
+            None => Err(training::Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }),
         }
     }
-    let mut v = config;
-    for part in path.split('.') {
-        v = v.get(part)?;
-    }
-    v.as_i64()
 }
 
-/// Checks the parallel layout of the config (MindSpore Transformers' `parallel_config`:
-/// `data_parallel x model_parallel x pipeline_stage` must equal the world size).
-fn check_layout(text: &str, overrides: &[String], world: u64, errors: &mut Vec<String>) {
-    let config: serde_json::Value = match serde_saphyr::from_str(text) {
-        Ok(v) => v,
+/// Checks the parallel layout of the config, read as the runtime reads it (`base_config`
+/// parents, both override forms): MindSpore Transformers' `parallel_config`, whose
+/// `data_parallel x model_parallel x pipeline_stage` must equal the world size. A parent the
+/// operator cannot see (outside the job's ConfigMap) leaves the check to the runtime, which
+/// exits 2 at start.
+fn check_layout(
+    files: &BTreeMap<String, String>,
+    args: &[String],
+    world: u64,
+    errors: &mut Vec<String>,
+) {
+    let path = Path::new(CONFIG_DIR).join(CONFIG_KEY);
+    let tree = match training::load(&path, args, &Mounted(files)) {
+        Ok(tree) => tree,
+        Err(training::Error::Io { path, .. }) => {
+            tracing::info!(
+                file = %path.display(),
+                "parallel layout not checked: a base_config parent is outside the job's \
+                 ConfigMap; the runtime checks it at start"
+            );
+            return;
+        }
         Err(e) => {
-            errors.push(format!("the training config is not valid YAML: {e}"));
+            errors.push(format!("the training config: {e}"));
             return;
         }
     };
-    let get = |k: &str| config_int(&config, overrides, &format!("parallel_config.{k}"));
+    let layout = match ParallelLayout::of(&tree) {
+        Ok(Some(l)) => l,
+        Ok(None) => return, // no parallel_config: the runtime checks WORLD_SIZE at start
+        Err(e) => {
+            errors.push(format!("the training config: {e}"));
+            return;
+        }
+    };
     let (dp, mp, pp) = (
-        get("data_parallel"),
-        get("model_parallel"),
-        get("pipeline_stage"),
+        layout.data_parallel,
+        layout.model_parallel,
+        layout.pipeline_stage,
     );
-    if dp.is_none() && mp.is_none() && pp.is_none() {
-        return;
-    }
-    let (dp, mp, pp) = (dp.unwrap_or(1), mp.unwrap_or(1), pp.unwrap_or(1));
-    if dp < 1 || mp < 1 || pp < 1 {
-        errors.push(format!(
-            "parallel_config sizes must be positive (dp {dp}, mp {mp}, pp {pp})"
-        ));
-        return;
-    }
-    let product = (dp * mp * pp) as u64;
-    if product != world {
+    if layout.world_size() != Some(world) {
+        let product = layout
+            .world_size()
+            .map_or_else(|| "more than 2^64".to_string(), |p| p.to_string());
         errors.push(format!(
             "parallel layout data_parallel {dp} x model_parallel {mp} x pipeline_stage {pp} = \
              {product} does not match the world size nodes x workersPerNode = {world}; \
              change parallel_config or the node count"
         ));
     }
+}
+
+/// Checks the overrides as the runtime will parse them; returns its argv tokens.
+fn check_overrides(overrides: &[String], errors: &mut Vec<String>) -> Option<Vec<String>> {
+    let args = training::override_args(overrides);
+    let parsed = match training::parse_overrides(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(format!("config.overrides: {e}"));
+            return None;
+        }
+    };
+    let mut ok = true;
+    for o in parsed {
+        let word =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !o.key.split('.').all(word) {
+            errors.push(format!(
+                "override {:?} must look like section.key=value (or --section.key value)",
+                o.key
+            ));
+            ok = false;
+        }
+    }
+    ok.then_some(args)
 }
 
 /// Validates the job; `Err` carries every problem, separated by "; ".
@@ -144,26 +197,19 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
         (None, None) => errors.push("config: set inline or configMap".into()),
         _ => {}
     }
-    for o in &s.config.overrides {
-        let body = o.trim_start_matches("--");
-        let ok = body.split_once('=').is_some_and(|(k, _)| {
-            !k.is_empty()
-                && k.split('.').all(|p| {
-                    !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                })
-        });
-        if !ok {
-            errors.push(format!("override {o:?} must look like section.key=value"));
+    let args = check_overrides(&s.config.overrides, &mut errors);
+    let world = u64::from(s.nodes) * u64::from(s.workers_per_node);
+    match (config, args) {
+        (ConfigSource::Missing(what), _) => errors.push(what),
+        (_, None) => {}
+        (_, Some(_)) if world == 0 => {}
+        (ConfigSource::Text(text), Some(args)) => {
+            let files = [(CONFIG_KEY.to_string(), text.to_string())].into();
+            check_layout(&files, &args, world, &mut errors);
         }
-    }
-    match config {
-        ConfigSource::Text(text) => {
-            let world = u64::from(s.nodes) * u64::from(s.workers_per_node);
-            if world > 0 {
-                check_layout(text, &s.config.overrides, world, &mut errors);
-            }
+        (ConfigSource::Files(files), Some(args)) => {
+            check_layout(files, &args, world, &mut errors);
         }
-        ConfigSource::Missing(what) => errors.push(what),
     }
     if let Some(c) = &s.checkpoint {
         if c.claim_name.is_some() == c.volume.is_some() {
@@ -298,6 +344,42 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_in_a_parent_config_map_key_is_checked_with_either_override_form() {
+        let mut job = fixtures::ascend_job();
+        job.spec.nodes = 1;
+        let files: BTreeMap<String, String> = [
+            (
+                "config.yaml".into(),
+                "base_config: base.yaml\nseed: 1\n".into(),
+            ),
+            ("base.yaml".into(), LAYOUT.into()),
+        ]
+        .into();
+        let e = validate(&job, ConfigSource::Files(&files)).expect_err("16 != 8");
+        assert!(e.contains("= 16 does not match the world size"), "{e}");
+        job.spec.config.overrides = vec!["--parallel_config.pipeline_stage".into(), "2".into()];
+        assert_eq!(validate(&job, ConfigSource::Files(&files)), Ok(()));
+        job.spec.config.overrides = vec!["parallel_config.pipeline_stage=8".into()];
+        let e = validate(&job, ConfigSource::Files(&files)).expect_err("32 != 8");
+        assert!(e.contains("= 32 does not match"), "{e}");
+        // A parent the operator cannot see leaves the check to the runtime.
+        let outside: BTreeMap<String, String> =
+            [("config.yaml".into(), "base_config: /opt/base.yaml\n".into())].into();
+        assert_eq!(validate(&job, ConfigSource::Files(&outside)), Ok(()));
+        // A malformed layout is reported with where it was set.
+        let bad: BTreeMap<String, String> = [(
+            "config.yaml".into(),
+            "parallel_config: {data_parallel: two}\n".into(),
+        )]
+        .into();
+        let e = validate(&job, ConfigSource::Files(&bad)).expect_err("not a number");
+        assert!(
+            e.contains("/etc/pretrain/config.yaml:1:34: parallel_config.data_parallel"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn missing_config_map_and_bad_fields() {
         let mut job = fixtures::cpu_job();
         job.spec.config.overrides = vec!["not an override".into()];
@@ -310,7 +392,7 @@ mod tests {
         .expect_err("invalid");
         for needle in [
             "configMap \"x\" not found",
-            "must look like section.key=value",
+            "config.overrides: --not an override has no value",
             "checkpoint.path",
             "0 is not an exit code",
         ] {

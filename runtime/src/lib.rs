@@ -17,14 +17,14 @@
 //! - [`tensor`]: GEMM entry point and deterministic initialisation.
 //! - [`dist`]: rendezvous store and collectives between processes.
 //! - [`parallel`]: the data/tensor/pipeline layout, its groups and the 1F1B schedule.
-//! - [`launch`]: `pretrain launch` (workers of one node) and the launch environment.
-//! - [`exit`]: process exit codes, the contract with launchers and the operator.
+//! - [`launch`]: `pretrain launch` (workers of one node).
+//! - [`exit`]: process exit codes (the contract crate's). Each error type knows its own code
+//!   (`exit_code()`); the binary alone reads the environment, handles signals and exits.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dist;
-pub mod exit;
 pub mod launch;
 pub mod metrics;
 pub mod model;
@@ -32,3 +32,6 @@ pub mod optim;
 pub mod parallel;
 pub mod tensor;
 pub mod train;
+
+/// Process exit codes: the contract crate's, which launchers and the operator share.
+pub use pretrain_contract::exit;

@@ -9,6 +9,12 @@ use pretrain::data::builder::IndexedDatasetBuilder;
 use pretrain::data::DType;
 use pretrain_system_tests::repo_root;
 
+/// Trains `plan` in this process, without a stop request.
+fn train(plan: &TrainPlan, yaml: &str) -> Result<pretrain::train::Summary, pretrain::train::Error> {
+    let no_stop = std::sync::atomic::AtomicBool::new(false);
+    pretrain::train::run(plan, yaml, &Default::default(), &no_stop)
+}
+
 /// The first `docs` documents of data/shakespeare.jsonl, one token per UTF-8 byte, EOD = 0.
 fn byte_dataset(dir: &Path, docs: usize) -> PathBuf {
     let prefix = dir.join("bytes_text_document");
@@ -80,7 +86,7 @@ fn loss_falls_and_resume_is_bit_exact() {
     let straight_dir = dir.path().join("straight");
     let (p, yaml) = plan(&straight_dir, &data, &[]);
     assert_eq!(p.train_steps, 12);
-    let straight = pretrain::train::run(&p, &yaml).expect("train");
+    let straight = train(&p, &yaml).expect("train");
     assert_eq!(straight.losses.len(), 12);
     let first = straight.losses[0];
     let last = *straight.losses.last().expect("losses");
@@ -93,13 +99,13 @@ fn loss_falls_and_resume_is_bit_exact() {
     let split_dir = dir.path().join("split");
     let (mut p1, yaml1) = plan(&split_dir, &data, &[]);
     p1.train_steps = 6;
-    let part1 = pretrain::train::run(&p1, &yaml1).expect("first half");
+    let part1 = train(&p1, &yaml1).expect("first half");
     let (p2, yaml2) = plan(
         &split_dir,
         &data,
         &["--resume_training=True", "--load_checkpoint=auto"],
     );
-    let part2 = pretrain::train::run(&p2, &yaml2).expect("second half");
+    let part2 = train(&p2, &yaml2).expect("second half");
     assert_eq!(part2.start_step, 6);
     let resumed: Vec<f32> = part1.losses.iter().chain(&part2.losses).copied().collect();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -142,7 +148,7 @@ fn a_checkpoint_of_another_model_is_refused_with_the_differences() {
     let data = byte_dataset(dir.path(), 5);
     let (mut p, yaml) = plan(dir.path(), &data, &["--callbacks.1.checkpoint_format=ckpt"]);
     p.train_steps = 3;
-    let done = pretrain::train::run(&p, &yaml).expect("train");
+    let done = train(&p, &yaml).expect("train");
     // checkpoint_format: ckpt also writes MindSpore's .ckpt with the same weights.
     let ck = done.last_checkpoint.expect("checkpoint");
     let ms = pretrain::checkpoint::mindspore_ckpt::read_ckpt(&ck.join("model.ckpt")).expect("ckpt");
@@ -166,7 +172,7 @@ fn a_checkpoint_of_another_model_is_refused_with_the_differences() {
             "--model.model_config.hidden_size=48",
         ],
     );
-    let err = pretrain::train::run(&p2, &yaml2).expect_err("must refuse");
+    let err = train(&p2, &yaml2).expect_err("must refuse");
     let msg = err.to_string();
     assert!(
         msg.contains("hidden_size 32 in the checkpoint vs 48 in the config"),
@@ -177,14 +183,13 @@ fn a_checkpoint_of_another_model_is_refused_with_the_differences() {
 #[test]
 fn a_stop_request_saves_the_final_state_and_resume_loses_no_steps() {
     use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = byte_dataset(dir.path(), 10);
     let (p, yaml) = plan(&dir.path().join("straight"), &data, &[]);
-    let straight = pretrain::train::run(&p, &yaml).expect("straight");
+    let straight = train(&p, &yaml).expect("straight");
     // A stop request pending from the start: step 1 completes, is saved, and the run stops.
     let (p1, yaml1) = plan(&dir.path().join("stopped"), &data, &[]);
-    let err = pretrain::train::run_with_stop(&p1, &yaml1, Arc::new(AtomicBool::new(true)))
+    let err = pretrain::train::run(&p1, &yaml1, &Default::default(), &AtomicBool::new(true))
         .expect_err("must stop");
     match &err {
         pretrain::train::Error::Stopped { step, checkpoint } => {
@@ -197,16 +202,13 @@ fn a_stop_request_saves_the_final_state_and_resume_loses_no_steps() {
         }
         other => panic!("unexpected {other}"),
     }
-    assert_eq!(
-        pretrain::exit::for_train_error(&err),
-        pretrain::exit::STOPPED
-    );
+    assert_eq!(err.exit_code(), pretrain::exit::STOPPED);
     let (p2, yaml2) = plan(
         &dir.path().join("stopped"),
         &data,
         &["--resume_training=True", "--load_checkpoint=auto"],
     );
-    let rest = pretrain::train::run(&p2, &yaml2).expect("resume");
+    let rest = train(&p2, &yaml2).expect("resume");
     assert_eq!(rest.start_step, 1);
     assert_eq!(rest.losses.len() + 1, straight.losses.len());
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -226,7 +228,7 @@ fn train_iters_stops_early_and_fine_tuning_starts_from_given_weights() {
         ],
     );
     assert_eq!(p.train_steps, 3);
-    let first = pretrain::train::run(&p, &yaml).expect("train");
+    let first = train(&p, &yaml).expect("train");
     assert_eq!(first.losses.len(), 3);
     let ck = first.last_checkpoint.expect("checkpoint");
     // Fine-tune: weights from that directory, a fresh optimizer and step 0.
@@ -240,7 +242,7 @@ fn train_iters_stops_early_and_fine_tuning_starts_from_given_weights() {
             &arg,
         ],
     );
-    let tuned = pretrain::train::run(&p2, &yaml2).expect("fine-tune");
+    let tuned = train(&p2, &yaml2).expect("fine-tune");
     assert_eq!(tuned.start_step, 0);
     let (p3, yaml3) = plan(
         &dir.path().join("c"),
@@ -250,7 +252,7 @@ fn train_iters_stops_early_and_fine_tuning_starts_from_given_weights() {
             "--lr_schedule.warmup_steps=0",
         ],
     );
-    let fresh = pretrain::train::run(&p3, &yaml3).expect("fresh");
+    let fresh = train(&p3, &yaml3).expect("fresh");
     assert!(
         tuned.losses[0] < fresh.losses[0],
         "{} vs {}",
@@ -278,12 +280,9 @@ fn a_nan_loss_stops_without_updating_and_exits_4() {
     std::fs::write(hf.join("config.json"), json).expect("config");
     let arg = format!("--load_checkpoint={}", hf.display());
     let (p2, yaml2) = plan(&dir.path().join("run"), &data, &[&arg]);
-    let err = pretrain::train::run(&p2, &yaml2).expect_err("must stop");
+    let err = train(&p2, &yaml2).expect_err("must stop");
     assert!(err.to_string().contains("step 1: loss is NaN"), "{err}");
-    assert_eq!(
-        pretrain::exit::for_train_error(&err),
-        pretrain::exit::DIVERGED
-    );
+    assert_eq!(err.exit_code(), pretrain::exit::DIVERGED);
     let _ = yaml;
 }
 
@@ -300,7 +299,7 @@ fn a_corrupt_or_partial_newest_checkpoint_falls_back_to_the_previous_one() {
             "--callbacks.1.save_checkpoint_steps=2",
         ],
     );
-    pretrain::train::run(&p, &yaml).expect("train");
+    train(&p, &yaml).expect("train");
     let root = dir.path().join("out/checkpoint");
     let (it2, it4) = (
         root.join("iteration_00000002"),
@@ -333,7 +332,7 @@ fn a_corrupt_or_partial_newest_checkpoint_falls_back_to_the_previous_one() {
             "--load_checkpoint=auto",
         ],
     );
-    let resumed = pretrain::train::run(&p2, &yaml2).expect("resume");
+    let resumed = train(&p2, &yaml2).expect("resume");
     assert_eq!((resumed.start_step, resumed.steps), (2, 4));
     // Nothing intact at all: an error naming the checkpoints, not a silent fresh start.
     for (_, d) in pretrain::checkpoint::iterations(&root) {
@@ -364,7 +363,7 @@ fn spiking_steps_are_skipped_then_training_stops() {
         "--callbacks.1.save_checkpoint_steps=4",
     ];
     let (p, yaml) = plan(&dir.path().join("skip"), &data, &skip);
-    let skipped = pretrain::train::run(&p, &yaml).expect("skipping run");
+    let skipped = train(&p, &yaml).expect("skipping run");
     let ck = skipped.last_checkpoint.expect("checkpoint");
     let init = pretrain::model::qwen3::Qwen3::init(p.model.clone(), p.seed as u32).expect("init");
     let saved = pretrain::checkpoint::load(&ck, &init.config, &init.layout).expect("load");
@@ -379,11 +378,8 @@ fn spiking_steps_are_skipped_then_training_stops() {
         "--monitor_config.global_norm_spike_count_threshold=3",
     ];
     let (p, yaml) = plan(&dir.path().join("stop"), &data, &stop);
-    let err = pretrain::train::run(&p, &yaml).expect_err("stops");
-    assert_eq!(
-        pretrain::exit::for_train_error(&err),
-        pretrain::exit::DIVERGED
-    );
+    let err = train(&p, &yaml).expect_err("stops");
+    assert_eq!(err.exit_code(), pretrain::exit::DIVERGED);
     let msg = err.to_string();
     assert!(msg.starts_with("step 3: gradient norm"), "{msg}");
     assert!(msg.contains("3 steps in a row were skipped"), "{msg}");

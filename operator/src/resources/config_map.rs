@@ -1,5 +1,7 @@
 //! The ConfigMap holding the training config the pods mount read-only.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ObjectMeta;
 
@@ -11,9 +13,9 @@ pub const CONFIG_KEY: &str = "config.yaml";
 /// Directory the config ConfigMap is mounted at.
 pub const CONFIG_DIR: &str = "/etc/pretrain";
 
-/// Builds the owned ConfigMap from the resolved config text (inline, or copied from the
-/// referenced ConfigMap by the controller).
-pub fn build(job: &PretrainJob, config_yaml: &str) -> ConfigMap {
+/// Builds the owned ConfigMap from the resolved files: the config under [`CONFIG_KEY`] (inline,
+/// or copied from the referenced ConfigMap by the controller) and that ConfigMap's other keys.
+pub fn build(job: &PretrainJob, files: &BTreeMap<String, String>) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(config_map_name(job)),
@@ -22,7 +24,7 @@ pub fn build(job: &PretrainJob, config_yaml: &str) -> ConfigMap {
             owner_references: Some(vec![owner_ref(job)]),
             ..Default::default()
         },
-        data: Some([(CONFIG_KEY.to_string(), config_yaml.to_string())].into()),
+        data: Some(files.clone()),
         ..Default::default()
     }
 }
@@ -34,7 +36,8 @@ mod tests {
 
     #[test]
     fn holds_the_config_under_one_key() {
-        let cm = build(&fixtures::cpu_job(), "seed: 42\n");
+        let files = [(CONFIG_KEY.to_string(), "seed: 42\n".to_string())].into();
+        let cm = build(&fixtures::cpu_job(), &files);
         assert_eq!(cm.metadata.name.as_deref(), Some("run1-config"));
         assert_eq!(cm.data.expect("data")[CONFIG_KEY], "seed: 42\n");
     }

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
 use kube::ResourceExt;
+use pretrain_contract::env as names;
 
 use super::config_map::{CONFIG_DIR, CONFIG_KEY};
 use super::master_addr;
@@ -56,40 +57,40 @@ fn field(name: &str, path: &str) -> EnvVar {
 pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
     let spec = &job.spec;
     let mut env = vec![
-        plain("MASTER_ADDR", master_addr(job)),
-        plain("MASTER_PORT", spec.master_port),
-        plain("NNODES", spec.nodes),
-        plain("NODE_RANK", slot.rank),
-        plain("LOCAL_WORLD_SIZE", spec.workers_per_node),
+        plain(names::MASTER_ADDR, master_addr(job)),
+        plain(names::MASTER_PORT, spec.master_port),
+        plain(names::NNODES, spec.nodes),
+        plain(names::NODE_RANK, slot.rank),
+        plain(names::LOCAL_WORLD_SIZE, spec.workers_per_node),
         plain(
-            "WORLD_SIZE",
+            names::WORLD_SIZE,
             u64::from(spec.nodes) * u64::from(spec.workers_per_node),
         ),
-        plain("PRETRAIN_JOB_ID", job.name_any()),
-        plain("PRETRAIN_JOB_UID", job.uid().unwrap_or_default()),
-        plain("PRETRAIN_ATTEMPT", slot.attempt),
-        plain("PRETRAIN_CONFIG", format!("{CONFIG_DIR}/{CONFIG_KEY}")),
-        plain("PRETRAIN_RESUME", slot.resume),
-        plain("PRETRAIN_TERMINATION_LOG", TERMINATION_LOG),
-        plain("PRETRAIN_LOG_DIR", LOG_DIR),
-        field("POD_NAME", "metadata.name"),
-        field("POD_NAMESPACE", "metadata.namespace"),
-        field("POD_IP", "status.podIP"),
+        plain(names::JOB_ID, job.name_any()),
+        plain(names::JOB_UID, job.uid().unwrap_or_default()),
+        plain(names::ATTEMPT, slot.attempt),
+        plain(names::CONFIG, format!("{CONFIG_DIR}/{CONFIG_KEY}")),
+        plain(names::RESUME, slot.resume),
+        plain(names::TERMINATION_LOG, TERMINATION_LOG),
+        plain(names::LOG_DIR, LOG_DIR),
+        field(names::POD_NAME, "metadata.name"),
+        field(names::POD_NAMESPACE, "metadata.namespace"),
+        field(names::POD_IP, "status.podIP"),
     ];
     if let Some(ckpt) = &spec.checkpoint {
-        env.push(plain("PRETRAIN_CHECKPOINT_DIR", &ckpt.path));
+        env.push(plain(names::CHECKPOINT_DIR, &ckpt.path));
     }
     if spec.accelerator.kind == AcceleratorType::Ascend {
         let resource = resource_name(job).unwrap_or_default();
         // The Volcano Ascend plugin writes the assigned devices into a pod annotation named
         // after the resource; ascend-operator exposes it the same way.
         env.push(field(
-            "ASCEND_VISIBLE_DEVICES",
+            names::ASCEND_VISIBLE_DEVICES,
             &format!("metadata.annotations['{resource}']"),
         ));
         if rank_table_enabled(job) {
             env.push(plain(
-                "RANK_TABLE_FILE",
+                names::RANK_TABLE_FILE,
                 format!("{RANK_TABLE_DIR}/{RANK_TABLE_KEY}"),
             ));
         }

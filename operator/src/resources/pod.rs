@@ -45,13 +45,9 @@ pub enum BuildError {
 /// The container args: the config file, then each override as `--section.key=value`.
 pub fn args(job: &PretrainJob) -> Vec<String> {
     let mut a = vec!["--config".to_string(), format!("{CONFIG_DIR}/{CONFIG_KEY}")];
-    for o in &job.spec.config.overrides {
-        a.push(if o.starts_with("--") {
-            o.clone()
-        } else {
-            format!("--{o}")
-        });
-    }
+    a.extend(pretrain_contract::config::override_args(
+        &job.spec.config.overrides,
+    ));
     a
 }
 

@@ -53,6 +53,16 @@ pub enum Error {
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// The process exit code: I/O may pass on a retry, a bad checkpoint will not.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } => crate::exit::RETRYABLE,
+            Error::Invalid { .. } => crate::exit::DATA_INVALID,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),

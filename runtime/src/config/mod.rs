@@ -10,9 +10,9 @@
 //! - [`plan`]: [`TrainPlan`], the validated config with derived values.
 //! - `validate`, `validate_model`, `validate_training`: [`Config::validate`], every cross-key
 //!   check, once.
-//! - `overrides`: `--a.b.c value` pairs ([`parse_overrides`]).
-//! - `yaml`, `de`, `source`: the position-tracking YAML tree, its strict deserializer, and
-//!   `base_config` merging.
+//! - `de`: the strict deserializer of the YAML tree. The tree itself, `base_config` merging and
+//!   `--a.b.c value` overrides are the contract crate's (`pretrain_contract::config`), which the
+//!   operator reads the parallel layout with.
 //!
 //! Pipeline: file (+ parents) → YAML tree → overrides applied → strict deserialization →
 //! [`Config`] → [`Config::validate`] → [`TrainPlan`]. Errors name the file, line and column (or
@@ -30,53 +30,27 @@ pub mod dataset;
 mod de;
 pub mod mindspore;
 pub mod model;
-mod overrides;
 pub mod plan;
 pub mod schema;
-mod source;
 mod validate;
 mod validate_model;
 mod validate_training;
-mod yaml;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use model::{DType, Qwen3Config};
-pub use overrides::{parse_overrides, Override};
 pub use plan::TrainPlan;
+use pretrain_contract::config::{self as source, yaml};
+pub use pretrain_contract::config::{parse_overrides, Override, ParallelLayout};
 pub use schema::Config;
 
 /// Errors of loading and validating a config. Messages name the file and position (or the
 /// override) and the dotted key, and say how to fix the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The config file (or a `base_config` parent) cannot be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// The file is not valid YAML (or holds several documents, duplicate keys...).
-    #[error("{at}: {message}")]
-    Syntax {
-        /// `file:line:col`.
-        at: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A `base_config` problem (a cycle).
-    #[error("{file}: {message}")]
-    BaseConfig {
-        /// The file whose `base_config` is wrong.
-        file: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// Malformed command-line overrides (a dangling `--key`, a non-section in the key path).
-    #[error("{0}")]
-    Override(String),
+    /// The file cannot be read, is not YAML, has a bad `base_config`, or a malformed override.
+    #[error(transparent)]
+    Source(#[from] source::Error),
     /// A key or value that does not fit the schema: unknown key (with suggestion), wrong type,
     /// missing required key.
     #[error("{at}: {message}")]
@@ -100,14 +74,18 @@ pub enum Error {
 /// Result with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// The process exit code: every config error is one the same job would hit again.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG_INVALID
+    }
+}
+
 /// Loads `path` (and its `base_config` parents), applies the dotted overrides given as raw argv
 /// tokens (`--a.b v` / `--a.b=v`, the tokens after `--config <file>`), and deserializes strictly.
 /// The result is not validated yet; call [`Config::validate`].
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
-    let mut tree = source::load_tree(path)?;
-    for o in parse_overrides(overrides)? {
-        overrides::apply(&mut tree, &o)?;
-    }
+    let tree = source::load(path, overrides, &source::Disk)?;
     de::from_node(&tree)
 }
 
@@ -132,6 +110,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// Directory of the example configs, relative to this crate.
     fn configs_dir() -> PathBuf {

@@ -123,6 +123,19 @@ impl HealthPlan {
     }
 }
 
+/// What a supervisor (the launcher, the operator) decides on top of the config, given to
+/// [`Config::validate_for`](super::Config::validate_for) so that the plan it returns is final.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchSettings {
+    /// Resume from the newest committed checkpoint, or start fresh when there is none
+    /// (`PRETRAIN_RESUME`: a restarted gang). Sets `resume_training`, and `load_checkpoint:
+    /// auto` unless the config names a checkpoint.
+    pub resume: bool,
+    /// The checkpoint directory, in place of the config's, for saving and resuming
+    /// (`PRETRAIN_CHECKPOINT_DIR`: the operator's checkpoint volume).
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
 /// `load_checkpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadCheckpoint {

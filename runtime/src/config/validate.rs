@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plan::{LoadCheckpoint, TensorboardPlan, TrainPlan};
+use super::plan::{LaunchSettings, LoadCheckpoint, TensorboardPlan, TrainPlan};
 use super::schema::{CheckpointFormat, Config};
 use super::validate_model::check_layers;
 use super::{Error, Result};
@@ -35,6 +35,11 @@ impl Config {
     /// Checks the whole config once and derives the training plan. Errors name the key(s) and
     /// the fix.
     pub fn validate(&self) -> Result<TrainPlan> {
+        self.validate_for(&LaunchSettings::default())
+    }
+
+    /// [`Config::validate`] with a supervisor's settings applied: the plan is final.
+    pub fn validate_for(&self, launch: &LaunchSettings) -> Result<TrainPlan> {
         ensure(
             self.trainer.kind == "CausalLanguageModelingTrainer",
             "trainer.type",
@@ -137,6 +142,7 @@ impl Config {
             || "must be at least 1".into(),
         )?;
         let load_checkpoint = match self.load_checkpoint.as_str() {
+            "" if launch.resume => LoadCheckpoint::Auto,
             "" => LoadCheckpoint::None,
             "auto" => LoadCheckpoint::Auto,
             p => LoadCheckpoint::Path(PathBuf::from(p)),
@@ -145,9 +151,12 @@ impl Config {
         Ok(TrainPlan {
             seed: self.seed,
             output_dir: PathBuf::from(&self.output_dir),
-            checkpoint_root: self.checkpoint_root(),
+            checkpoint_root: launch
+                .checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| self.checkpoint_root()),
             load_checkpoint,
-            resume_training: self.resume_training,
+            resume_training: self.resume_training || launch.resume,
             tokenizer_dir: (!self.tokenizer_dir.is_empty())
                 .then(|| PathBuf::from(&self.tokenizer_dir)),
             world_size: to_usize(world),

@@ -206,7 +206,7 @@ impl Config {
     }
 
     /// The `CheckpointMonitor`'s `directory`, else `<output_dir>/checkpoint`.
-    pub(super) fn checkpoint_root(&self) -> PathBuf {
+    pub fn checkpoint_root(&self) -> PathBuf {
         self.callbacks
             .iter()
             .filter(|c| c.kind == CallbackKind::CheckpointMonitor)

@@ -95,6 +95,20 @@ pub enum Error {
     InvalidArgument(String),
 }
 
+impl Error {
+    /// The process exit code: I/O may pass on a retry; bad arguments, tokenizers and data will
+    /// not.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } => crate::exit::RETRYABLE,
+            Error::InvalidArgument(_) | Error::Tokenizer { .. } => crate::exit::CONFIG_INVALID,
+            Error::Corrupt { .. } | Error::BadLine { .. } | Error::TokenOutOfRange { .. } => {
+                crate::exit::DATA_INVALID
+            }
+        }
+    }
+}
+
 /// Result with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

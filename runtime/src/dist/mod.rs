@@ -13,6 +13,7 @@
 pub mod store;
 pub mod tcp;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Protocol version of the store and mesh handshakes; peers with another version are refused.
@@ -65,6 +66,17 @@ pub enum Error {
     Mismatch(String),
 }
 
+impl Error {
+    /// The process exit code: a peer of another job is a configuration error; lost peers,
+    /// timeouts and socket errors may pass on a retry.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Handshake(_) => crate::exit::CONFIG_INVALID,
+            _ => crate::exit::RETRYABLE,
+        }
+    }
+}
+
 /// Result of this module.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -104,14 +116,20 @@ pub trait Communicator: Send {
     }
 }
 
-/// Timeout of every collective wait: `PRETRAIN_COMM_TIMEOUT` seconds, default 600.
+/// [`comm_timeout`] in milliseconds.
+static COMM_TIMEOUT_MS: AtomicU64 = AtomicU64::new(600_000);
+
+/// Sets the timeout of every collective and store wait of this process (default 600 s). The
+/// binary calls it once at start from `PRETRAIN_COMM_TIMEOUT`; it is process-wide because
+/// every socket of the process shares it.
+pub fn set_comm_timeout(timeout: Duration) {
+    let ms = timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
+    COMM_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Timeout of every collective wait (see [`set_comm_timeout`]).
 pub fn comm_timeout() -> Duration {
-    std::env::var("PRETRAIN_COMM_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(Duration::from_secs(600))
+    Duration::from_millis(COMM_TIMEOUT_MS.load(Ordering::Relaxed))
 }
 
 /// The single-process group: every collective is the identity.

@@ -10,7 +10,6 @@
 //! either restarts the gang from the newest checkpoint (`--max-restarts`) or exits with the
 //! failing worker's code (ARCHITECTURE.md, "Exit codes").
 
-pub mod env;
 mod supervise;
 pub mod termination;
 
@@ -51,6 +50,8 @@ pub struct LaunchOptions {
     pub grace: Duration,
     /// The worker command: program and arguments.
     pub command: Vec<String>,
+    /// `RAYON_NUM_THREADS` for each worker; `None` leaves the inherited environment alone.
+    pub worker_threads: Option<usize>,
 }
 
 /// Why a launch could not run.
@@ -77,7 +78,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_) => exit::CONFIG_INVALID,
-            Error::Dist(d) => exit::for_dist_error(d),
+            Error::Dist(d) => d.exit_code(),
             Error::Io { .. } => exit::RETRYABLE,
         }
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Error, LaunchOptions};
 use crate::dist::store::StoreClient;
 use crate::exit;
+use pretrain_contract::env;
 
 /// How the workers of this node ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,33 +87,30 @@ fn spawn(opts: &LaunchOptions, local_rank: usize, restart: u32) -> Result<Worker
     let _ = std::fs::remove_file(&status);
     let mut cmd = Command::new(&opts.command[0]);
     cmd.args(&opts.command[1..])
-        .env("RANK", rank.to_string())
-        .env("LOCAL_RANK", local_rank.to_string())
-        .env("WORLD_SIZE", opts.worker_num.to_string())
-        .env("LOCAL_WORLD_SIZE", opts.local_worker_num.to_string())
-        .env("NODE_RANK", opts.node_rank.to_string())
-        .env("NNODES", opts.nnodes().to_string())
-        .env("MASTER_ADDR", &opts.master_addr)
-        .env("MASTER_PORT", opts.master_port.to_string())
-        .env("PRETRAIN_JOB_ID", &opts.job_id)
-        .env("PRETRAIN_RESTART", restart.to_string())
+        .env(env::RANK, rank.to_string())
+        .env(env::LOCAL_RANK, local_rank.to_string())
+        .env(env::WORLD_SIZE, opts.worker_num.to_string())
+        .env(env::LOCAL_WORLD_SIZE, opts.local_worker_num.to_string())
+        .env(env::NODE_RANK, opts.node_rank.to_string())
+        .env(env::NNODES, opts.nnodes().to_string())
+        .env(env::MASTER_ADDR, &opts.master_addr)
+        .env(env::MASTER_PORT, opts.master_port.to_string())
+        .env(env::JOB_ID, &opts.job_id)
+        .env(env::RESTART, restart.to_string())
         .env(
-            "PRETRAIN_CLUSTER_TIMEOUT",
+            env::CLUSTER_TIMEOUT,
             opts.cluster_timeout.as_secs_f64().to_string(),
         )
-        .env("PRETRAIN_STORE_HOSTED", "1")
-        .env("PRETRAIN_STATUS_FILE", &status)
+        .env(env::STORE_HOSTED, "1")
+        .env(env::STATUS_FILE, &status)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if restart > 0 {
-        cmd.env("PRETRAIN_RESUME", "true");
+        cmd.env(env::RESUME, "true");
     }
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // Share the cores between the local workers, as torchrun does with OMP_NUM_THREADS.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = (cores / opts.local_worker_num).max(1);
-        cmd.env("RAYON_NUM_THREADS", threads.to_string());
+    if let Some(threads) = opts.worker_threads {
+        cmd.env(env::RAYON_NUM_THREADS, threads.to_string());
     }
     let mut child = cmd.spawn().map_err(|source| Error::Io {
         what: format!("cannot start worker `{}`", opts.command[0]),

@@ -1,58 +1,13 @@
-//! The termination message (ARCHITECTURE.md, "Termination message"): each worker leaves a
-//! status file for its launcher (`PRETRAIN_STATUS_FILE`), and the launcher writes one JSON
-//! object to `PRETRAIN_TERMINATION_LOG` for the operator.
+//! The launcher's half of the termination message (the types are the contract crate's): each
+//! worker leaves a status file (`PRETRAIN_STATUS_FILE`), and the launcher writes one JSON object
+//! to `PRETRAIN_TERMINATION_LOG` for the operator.
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use pretrain_contract::exit::reason;
+pub use pretrain_contract::termination::{TerminationMessage, WorkerStatus};
 
 use super::Outcome;
-use crate::exit;
-
-/// What a worker reports when it exits.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerStatus {
-    /// Its exit code.
-    pub code: i32,
-    /// Its error, or a summary.
-    pub message: String,
-    /// Step of the newest committed checkpoint, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_checkpoint_step: Option<u64>,
-    /// Its directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_checkpoint_path: Option<String>,
-}
-
-/// The termination message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TerminationMessage {
-    /// CamelCase reason.
-    pub reason: String,
-    /// One line.
-    pub message: String,
-    /// Step of the newest committed checkpoint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_checkpoint_step: Option<u64>,
-    /// Its directory.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_checkpoint_path: Option<String>,
-}
-
-/// The reason for an exit code.
-pub fn reason(code: i32) -> &'static str {
-    match code {
-        exit::OK => "Succeeded",
-        exit::CONFIG_INVALID => "ConfigInvalid",
-        exit::DATA_INVALID => "DataInvalid",
-        exit::DIVERGED => "Diverged",
-        exit::STOPPED => "Stopped",
-        c if c > 128 => "WorkerKilled",
-        _ => "WorkerFailed",
-    }
-}
 
 /// Writes `status` to `path` (temporary file + rename, so a reader never sees half of it).
 pub fn write_status(path: &Path, status: &WorkerStatus) -> std::io::Result<()> {
@@ -73,8 +28,8 @@ pub fn message(outcome: &Outcome, log_dir: &Path) -> TerminationMessage {
         .filter(|s| s.last_checkpoint_step.is_some())
         .max_by_key(|s| s.last_checkpoint_step);
     TerminationMessage {
-        reason: reason(outcome.code).into(),
-        message: outcome.message.clone(),
+        reason: Some(reason(outcome.code).into()),
+        message: Some(outcome.message.clone()),
         last_checkpoint_step: newest.as_ref().and_then(|s| s.last_checkpoint_step),
         last_checkpoint_path: newest.and_then(|s| s.last_checkpoint_path),
     }
@@ -82,8 +37,7 @@ pub fn message(outcome: &Outcome, log_dir: &Path) -> TerminationMessage {
 
 /// Writes the message for `outcome` to `path`.
 pub fn write(path: &Path, outcome: &Outcome, log_dir: &Path) -> std::io::Result<()> {
-    let text = serde_json::to_string(&message(outcome, log_dir)).unwrap_or_default();
-    std::fs::write(path, text)
+    std::fs::write(path, message(outcome, log_dir).to_json())
 }
 
 #[cfg(test)]

@@ -81,5 +81,12 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The process exit code: metrics failures are I/O, which may pass on a retry.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::RETRYABLE
+    }
+}
+
 /// The result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -56,3 +56,16 @@ pub enum Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The process exit code: a model config that cannot run is a configuration error, weights
+    /// or tokens that do not fit are bad input, I/O and lost peers may pass on a retry.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) => crate::exit::CONFIG_INVALID,
+            Error::Dist(d) => d.exit_code(),
+            Error::Io { .. } => crate::exit::RETRYABLE,
+            Error::Weights { .. } | Error::TokenOutOfRange { .. } => crate::exit::DATA_INVALID,
+        }
+    }
+}

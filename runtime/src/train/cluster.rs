@@ -1,17 +1,63 @@
-//! A training process's place in the job: the launch environment, rendezvous, its groups, its
-//! part of the model, and the gather of every part to rank 0 for a checkpoint.
+//! A training process's place in the job: where it sits ([`Placement`], which the binary reads
+//! from the launch environment), rendezvous, its groups, its part of the model, and the gather
+//! of every part to rank 0 for a checkpoint.
+
+use std::time::Duration;
 
 use crate::config::TrainPlan;
 use crate::dist::store::{StoreClient, StoreServer};
 use crate::dist::tcp::Mesh;
 use crate::dist::Communicator;
-use crate::launch::env::WorkerEnv;
 use crate::model::params::Layout;
 use crate::model::qwen3::Qwen3;
 use crate::model::shard::{stage_layers, Shard};
 use crate::parallel::{Groups, Topology};
 
 use super::Error;
+
+/// Where this process sits in the job and how it meets the others (ARCHITECTURE.md, "Launch
+/// contract"): the binary fills it from the environment; [`Placement::default`] is a single
+/// process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// Global rank (`RANK`).
+    pub rank: usize,
+    /// Processes in the job (`WORLD_SIZE`).
+    pub world_size: usize,
+    /// Rank on this node (`LOCAL_RANK`).
+    pub local_rank: usize,
+    /// Host of the rendezvous store (`MASTER_ADDR`).
+    pub master_addr: String,
+    /// Its port (`MASTER_PORT`).
+    pub master_port: u16,
+    /// Job id (`PRETRAIN_JOB_ID`): peers of another job are refused.
+    pub job_id: String,
+    /// Gang attempt (`PRETRAIN_ATTEMPT`), keeps the keys of a restarted gang apart.
+    pub attempt: u32,
+    /// The launcher's restart count within the attempt (`PRETRAIN_RESTART`).
+    pub restart: u32,
+    /// How long rendezvous may take (`PRETRAIN_CLUSTER_TIMEOUT`).
+    pub cluster_timeout: Duration,
+    /// Whether this process hosts the store: rank 0 when no launcher does.
+    pub hosts_store: bool,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            rank: 0,
+            world_size: 1,
+            local_rank: 0,
+            master_addr: "127.0.0.1".into(),
+            master_port: 8118,
+            job_id: "pretrain".into(),
+            attempt: 1,
+            restart: 0,
+            cluster_timeout: Duration::from_secs(300),
+            hosts_store: true,
+        }
+    }
+}
 
 /// This process in the job.
 pub struct Cluster {
@@ -26,10 +72,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Reads the launch environment, checks it against the plan's layout and, with more than
-    /// one process, meets the other ranks (within the cluster timeout).
-    pub fn join(plan: &TrainPlan) -> Result<Cluster, Error> {
-        let env = WorkerEnv::from_env().map_err(|e| Error::Unsupported(e.to_string()))?;
+    /// Checks the placement against the plan's layout and, with more than one process, meets
+    /// the other ranks (within the cluster timeout).
+    pub fn join(plan: &TrainPlan, env: &Placement) -> Result<Cluster, Error> {
         if env.world_size != plan.world_size {
             return Err(Error::Unsupported(format!(
                 "WORLD_SIZE is {} but parallel_config needs data_parallel {} x model_parallel {} \

@@ -1,35 +1,27 @@
 //! Reading config files: `base_config` parents merged first (child keys override parent keys,
 //! mappings merged deeply, lists and scalars replaced), as MindFormers' `MindFormerConfig` does.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::yaml::{self, Node, Value};
-use super::{Error, Result};
+use super::{Error, Files, Result};
 
 /// The key naming parent files; removed from the merged tree.
 const BASE_CONFIG: &str = "base_config";
 
-/// Reads `path` and its `base_config` ancestors into one merged tree.
-pub(crate) fn load_tree(path: &Path) -> Result<Node> {
-    load_with_chain(path, &mut Vec::new())
+/// Reads `path` and its `base_config` ancestors from `files` into one merged tree.
+pub(crate) fn load_tree(path: &Path, files: &dyn Files) -> Result<Node> {
+    load_with_chain(path, files, &mut Vec::new())
 }
 
-fn load_with_chain(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Node> {
-    let canonical = fs::canonicalize(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn load_with_chain(path: &Path, files: &dyn Files, chain: &mut Vec<PathBuf>) -> Result<Node> {
+    let (canonical, text) = files.read(path)?;
     if chain.contains(&canonical) {
         return Err(Error::BaseConfig {
             file: path.to_path_buf(),
             message: "base_config chain loops back to this file; remove the cycle".into(),
         });
     }
-    let text = fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let mut node = yaml::parse(&text, &path.display().to_string())?;
     if node.value == Value::Null {
         node.value = Value::Map(Vec::new());
@@ -60,7 +52,7 @@ fn load_with_chain(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Node> {
     let dir = path.parent().unwrap_or(Path::new(""));
     let mut merged: Option<Node> = None;
     for parent in parents {
-        let tree = load_with_chain(&dir.join(parent), chain)?;
+        let tree = load_with_chain(&dir.join(parent), files, chain)?;
         merged = Some(match merged {
             None => tree,
             Some(mut m) => {
@@ -112,6 +104,8 @@ pub(crate) fn merge(base: &mut Node, child: Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Disk;
+    use std::fs;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);
@@ -130,7 +124,7 @@ mod tests {
             "c.yaml",
             "base_config: ['../a.yaml', '../b.yaml']\nx: {q: [3]}\ny: 5\n",
         );
-        let tree = load_tree(&child).expect("loads");
+        let tree = load_tree(&child, &Disk).expect("loads");
         let expected = yaml::parse("x: {p: 2, q: [3]}\ny: 5\nz: 3\n", "e").expect("valid");
         assert_eq!(yaml::emit(&tree), yaml::emit(&expected));
         // Each value remembers which file set it.
@@ -143,10 +137,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = write(dir.path(), "a.yaml", "base_config: b.yaml\n");
         write(dir.path(), "b.yaml", "base_config: a.yaml\n");
-        let e = load_tree(&a).expect_err("cycle");
+        let e = load_tree(&a, &Disk).expect_err("cycle");
         assert!(e.to_string().contains("loops back"), "{e}");
         let c = write(dir.path(), "c.yaml", "base_config: nope.yaml\n");
-        let e = load_tree(&c).expect_err("missing parent");
+        let e = load_tree(&c, &Disk).expect_err("missing parent");
         assert!(e.to_string().contains("nope.yaml"), "{e}");
     }
 }

@@ -18,7 +18,7 @@ use super::{Error, Result};
 
 /// Where a node came from.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Origin {
+pub struct Origin {
     /// A file path as given, or `override --a.b.c`.
     pub source: Arc<str>,
     /// 1-based line and column, when the parser knows them.
@@ -36,31 +36,40 @@ impl fmt::Display for Origin {
 
 /// A YAML node with its origin.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Node {
+pub struct Node {
+    /// The value.
     pub value: Value,
+    /// Where it was set.
     pub origin: Origin,
 }
 
 /// A resolved YAML value. Mappings keep their key order.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
+    /// `null`, `~` or nothing.
     Null,
+    /// `true`/`True`/`TRUE` and the false forms.
     Bool(bool),
     /// An integer with its source text.
     Int(i64, String),
     /// A float with its source text.
     Float(f64, String),
+    /// A string.
     Str(String),
+    /// A list.
     Seq(Vec<Node>),
+    /// A mapping, in file order.
     Map(Vec<Entry>),
 }
 
 /// One `key: value` of a mapping.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Entry {
+pub struct Entry {
+    /// The key.
     pub key: String,
     /// Where the key was written.
     pub at: Origin,
+    /// Its value.
     pub node: Node,
 }
 
@@ -81,7 +90,6 @@ impl Value {
 
 impl Node {
     /// The value under `key` when this node is a mapping.
-    #[cfg(test)]
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
             Value::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.node),
@@ -268,7 +276,7 @@ impl Builder {
 }
 
 /// Parses one YAML document; `source` names it in errors. An empty document is `null`.
-pub(crate) fn parse(text: &str, source: &str) -> Result<Node> {
+pub fn parse(text: &str, source: &str) -> Result<Node> {
     let mut builder = Builder {
         source: source.into(),
         stack: Vec::new(),
@@ -292,7 +300,7 @@ pub(crate) fn parse(text: &str, source: &str) -> Result<Node> {
 }
 
 /// Writes a tree as block-style YAML (flow style for lists of scalars).
-pub(crate) fn emit(node: &Node) -> String {
+pub fn emit(node: &Node) -> String {
     let mut out = String::new();
     match &node.value {
         Value::Map(entries) if !entries.is_empty() => emit_map(&mut out, entries, 0),

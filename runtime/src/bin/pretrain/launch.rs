@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 use pretrain::launch::{self, termination, LaunchOptions};
+use pretrain_contract::env as names;
+
+use crate::env::Env;
 
 /// Options not given on the command line come from the launch environment the operator sets
 /// (WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT, PRETRAIN_JOB_ID), then
@@ -66,18 +69,6 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-fn env_or<T: std::str::FromStr>(flag: Option<T>, var: &str, default: T) -> Result<T, String> {
-    if let Some(v) = flag {
-        return Ok(v);
-    }
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v
-            .parse()
-            .map_err(|_| format!("environment variable {var}={v:?} is not valid")),
-        _ => Ok(default),
-    }
-}
-
 /// The worker command: `pretrain` subcommands run this very binary.
 fn worker_command(a: &LaunchArgs) -> Result<Vec<String>, String> {
     let exe = std::env::current_exe()
@@ -104,29 +95,43 @@ fn worker_command(a: &LaunchArgs) -> Result<Vec<String>, String> {
 }
 
 /// Runs the launcher; returns its exit code.
-pub fn run(a: LaunchArgs) -> Result<i32, (i32, String)> {
+pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
     let invalid = |m: String| (pretrain::exit::CONFIG_INVALID, m);
-    let worker_num = env_or(a.worker_num, "WORLD_SIZE", 8).map_err(invalid)?;
+    let bad_env = |e: crate::env::EnvError| invalid(e.to_string());
+    let worker_num = env
+        .or(a.worker_num, names::WORLD_SIZE, 8)
+        .map_err(bad_env)?;
+    let local_worker_num = env
+        .or(a.local_worker_num, names::LOCAL_WORLD_SIZE, worker_num)
+        .map_err(bad_env)?;
+    // Share the cores between the local workers, as torchrun does with OMP_NUM_THREADS.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let opts = LaunchOptions {
         worker_num,
-        local_worker_num: env_or(a.local_worker_num, "LOCAL_WORLD_SIZE", worker_num)
-            .map_err(invalid)?,
-        master_addr: env_or(a.master_addr.clone(), "MASTER_ADDR", "127.0.0.1".into())
-            .map_err(invalid)?,
-        master_port: env_or(a.master_port, "MASTER_PORT", 8118).map_err(invalid)?,
-        node_rank: env_or(a.node_rank, "NODE_RANK", 0).map_err(invalid)?,
-        log_dir: env_or(
-            a.log_dir.clone(),
-            "PRETRAIN_LOG_DIR",
-            "output/msrun_log".into(),
-        )
-        .map_err(invalid)?,
+        local_worker_num,
+        master_addr: env
+            .or(
+                a.master_addr.clone(),
+                names::MASTER_ADDR,
+                "127.0.0.1".into(),
+            )
+            .map_err(bad_env)?,
+        master_port: env
+            .or(a.master_port, names::MASTER_PORT, 8118)
+            .map_err(bad_env)?,
+        node_rank: env.or(a.node_rank, names::NODE_RANK, 0).map_err(bad_env)?,
+        log_dir: env
+            .or(a.log_dir.clone(), names::LOG_DIR, "output/msrun_log".into())
+            .map_err(bad_env)?,
         join: a.join.unwrap_or(false),
         cluster_timeout: Duration::from_secs_f64(a.cluster_time_out.max(0.1)),
-        job_id: env_or(a.job_id.clone(), "PRETRAIN_JOB_ID", "pretrain".into()).map_err(invalid)?,
+        job_id: env
+            .or(a.job_id.clone(), names::JOB_ID, "pretrain".into())
+            .map_err(bad_env)?,
         max_restarts: a.max_restarts,
         grace: Duration::from_secs_f64(a.grace_period.max(0.0)),
         command: worker_command(&a).map_err(invalid)?,
+        worker_threads: (!env.has_thread_count()).then(|| (cores / local_worker_num.max(1)).max(1)),
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -135,8 +140,7 @@ pub fn run(a: LaunchArgs) -> Result<i32, (i32, String)> {
         }
     }
     let outcome = launch::run(&opts, stop).map_err(|e| (e.exit_code(), e.to_string()))?;
-    if let Some(path) = std::env::var_os("PRETRAIN_TERMINATION_LOG") {
-        let path = PathBuf::from(path);
+    if let Some(path) = env.get(names::TERMINATION_LOG).map(PathBuf::from) {
         if let Err(e) = termination::write(&path, &outcome, &opts.log_dir) {
             tracing::warn!(
                 "cannot write the termination message to {}: {e}",

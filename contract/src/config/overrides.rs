@@ -54,9 +54,28 @@ pub fn parse_overrides(args: &[String]) -> Result<Vec<Override>> {
     Ok(out)
 }
 
+/// The runtime's argv tokens for overrides as a manifest lists them: `key=value` and
+/// `--key=value` items, or `--key` (or `key`) followed by its value as the next item. Bare keys
+/// get their `--`; values stay as written.
+pub fn override_args(items: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut value_next = false;
+    for item in items {
+        if value_next {
+            out.push(item.clone());
+            value_next = false;
+            continue;
+        }
+        let body = item.strip_prefix("--").unwrap_or(item);
+        value_next = !body.contains('=');
+        out.push(format!("--{body}"));
+    }
+    out
+}
+
 /// Applies one override to the merged tree. Missing intermediate mappings are created (the strict
 /// deserialization later rejects unknown keys with a suggestion).
-pub(crate) fn apply(root: &mut Node, o: &Override) -> Result<()> {
+pub fn apply(root: &mut Node, o: &Override) -> Result<()> {
     let source: Arc<str> = format!("override --{}", o.key).into();
     let origin = Origin { source, pos: None };
     let value = parse_value(&o.value, &origin)?;
@@ -146,6 +165,39 @@ mod tests {
 
     fn args(tokens: &[&str]) -> Vec<String> {
         tokens.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn manifest_items_become_argv_tokens() {
+        let items = args(&["a.b=1", "--c.d=2", "--e.f", "x=y", "g.h", "-3", "i.j=--k"]);
+        let tokens = override_args(&items);
+        assert_eq!(
+            tokens,
+            args(&[
+                "--a.b=1",
+                "--c.d=2",
+                "--e.f",
+                "x=y",
+                "--g.h",
+                "-3",
+                "--i.j=--k"
+            ])
+        );
+        let parsed = parse_overrides(&tokens).expect("valid");
+        let pairs: Vec<_> = parsed
+            .iter()
+            .map(|o| (o.key.as_str(), o.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a.b", "1"),
+                ("c.d", "2"),
+                ("e.f", "x=y"),
+                ("g.h", "-3"),
+                ("i.j", "--k")
+            ]
+        );
     }
 
     #[test]

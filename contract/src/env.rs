@@ -1,0 +1,70 @@
+//! Names of the environment variables of the launch contract (ARCHITECTURE.md, "Launch
+//! contract"). The operator sets the pod's, the launcher adds each worker's, and in the runtime
+//! only the binary's environment module reads them.
+
+// Set by the operator on every pod (the launcher's defaults).
+
+/// DNS name or address of node 0, which hosts the rendezvous store.
+pub const MASTER_ADDR: &str = "MASTER_ADDR";
+/// Port of the rendezvous store.
+pub const MASTER_PORT: &str = "MASTER_PORT";
+/// Number of nodes (pods).
+pub const NNODES: &str = "NNODES";
+/// This node's index, 0-based.
+pub const NODE_RANK: &str = "NODE_RANK";
+/// Workers on this node.
+pub const LOCAL_WORLD_SIZE: &str = "LOCAL_WORLD_SIZE";
+/// Workers over all nodes.
+pub const WORLD_SIZE: &str = "WORLD_SIZE";
+/// The job's name: peers of another job are refused.
+pub const JOB_ID: &str = "PRETRAIN_JOB_ID";
+/// The job's UID.
+pub const JOB_UID: &str = "PRETRAIN_JOB_UID";
+/// 1 for the first gang, +1 for each gang restart: keeps rendezvous keys of attempts apart.
+pub const ATTEMPT: &str = "PRETRAIN_ATTEMPT";
+/// Path of the training config.
+pub const CONFIG: &str = "PRETRAIN_CONFIG";
+/// `true`: resume from the newest complete checkpoint (a fresh start when there is none).
+pub const RESUME: &str = "PRETRAIN_RESUME";
+/// The checkpoint directory, in place of the config's, for saving and resuming.
+pub const CHECKPOINT_DIR: &str = "PRETRAIN_CHECKPOINT_DIR";
+/// Where the launcher writes the termination message.
+pub const TERMINATION_LOG: &str = "PRETRAIN_TERMINATION_LOG";
+/// The launcher's `--log-dir` (worker logs and status files).
+pub const LOG_DIR: &str = "PRETRAIN_LOG_DIR";
+/// Downward API: the pod's name.
+pub const POD_NAME: &str = "POD_NAME";
+/// Downward API: the pod's namespace.
+pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+/// Downward API: the pod's IP.
+pub const POD_IP: &str = "POD_IP";
+/// Ascend only: the rank table file.
+pub const RANK_TABLE_FILE: &str = "RANK_TABLE_FILE";
+/// Ascend only: the devices of this pod.
+pub const ASCEND_VISIBLE_DEVICES: &str = "ASCEND_VISIBLE_DEVICES";
+
+// Added by the launcher for each worker.
+
+/// Global rank of the worker.
+pub const RANK: &str = "RANK";
+/// Rank of the worker on its node.
+pub const LOCAL_RANK: &str = "LOCAL_RANK";
+/// The launcher's restart count within the attempt.
+pub const RESTART: &str = "PRETRAIN_RESTART";
+/// Seconds rendezvous may take.
+pub const CLUSTER_TIMEOUT: &str = "PRETRAIN_CLUSTER_TIMEOUT";
+/// `1`: the launcher hosts the store, rank 0 must not.
+pub const STORE_HOSTED: &str = "PRETRAIN_STORE_HOSTED";
+/// Where the worker leaves its [`crate::termination::WorkerStatus`].
+pub const STATUS_FILE: &str = "PRETRAIN_STATUS_FILE";
+/// Compute threads per worker (cores / local workers unless set).
+pub const RAYON_NUM_THREADS: &str = "RAYON_NUM_THREADS";
+
+// Worker tuning, optional.
+
+/// Seconds every collective wait may take (default 600).
+pub const COMM_TIMEOUT: &str = "PRETRAIN_COMM_TIMEOUT";
+/// Seconds from a stop signal to a forced exit without a final checkpoint (default 300).
+pub const STOP_DEADLINE: &str = "PRETRAIN_STOP_DEADLINE";
+/// Peak FLOP/s per device assumed for MFU.
+pub const PEAK_FLOPS: &str = "PRETRAIN_PEAK_FLOPS";
