@@ -8,8 +8,8 @@
 //! - [`model`]: `model.model_config` and [`Qwen3Config`], the HF `config.json` it resolves to.
 //! - [`mindspore`]: MindSpore-only sections that are accepted, kept and ignored.
 //! - [`plan`]: [`TrainPlan`], the validated config with derived values.
-//! - `validate`, `validate_model`, `validate_training`: [`Config::validate`], every cross-key
-//!   check, once.
+//! - `validate/`: [`Config::validate`], every cross-key check, once (`model` and `training`
+//!   beside the orchestration).
 //! - `de`: the strict deserializer of the YAML tree. The tree itself, `base_config` merging and
 //!   `--a.b.c value` overrides are the contract crate's (`pretrain_contract::config`), which the
 //!   operator reads the parallel layout with.
@@ -33,12 +33,10 @@ pub mod model;
 pub mod plan;
 pub mod schema;
 mod validate;
-mod validate_model;
-mod validate_training;
 
 use std::path::Path;
 
-pub use model::{DType, Qwen3Config};
+pub use model::{Precision, Qwen3Config};
 pub use plan::TrainPlan;
 use pretrain_contract::config::{self as source, yaml};
 pub use pretrain_contract::config::{parse_overrides, Override, ParallelLayout};

@@ -110,19 +110,19 @@ pub struct ModelConfig {
     pub offset: Offset,
     /// Master-weight dtype.
     #[serde(default = "default_params_dtype")]
-    pub params_dtype: DType,
+    pub params_dtype: Precision,
     /// Matmul dtype.
     #[serde(default = "default_compute_dtype")]
-    pub compute_dtype: DType,
+    pub compute_dtype: Precision,
     /// RMSNorm dtype; only float32 (HF computes norms in f32).
     #[serde(default = "default_params_dtype")]
-    pub layernorm_compute_dtype: DType,
+    pub layernorm_compute_dtype: Precision,
     /// Softmax dtype; only float32.
     #[serde(default = "default_params_dtype")]
-    pub softmax_compute_dtype: DType,
+    pub softmax_compute_dtype: Precision,
     /// RoPE table dtype; only float32.
     #[serde(default = "default_params_dtype")]
-    pub rotary_dtype: DType,
+    pub rotary_dtype: Precision,
     /// Keep the residual stream in f32.
     #[serde(default)]
     pub fp32_residual_connection: bool,
@@ -167,11 +167,11 @@ fn default_rope() -> String {
 fn default_true() -> bool {
     true
 }
-fn default_params_dtype() -> DType {
-    DType::Float32
+fn default_params_dtype() -> Precision {
+    Precision::Float32
 }
-fn default_compute_dtype() -> DType {
-    DType::Bfloat16
+fn default_compute_dtype() -> Precision {
+    Precision::Bfloat16
 }
 fn default_model_type() -> String {
     "qwen3".into()
@@ -180,10 +180,12 @@ fn default_architectures() -> Vec<String> {
     vec!["Qwen3ForCausalLM".into()]
 }
 
-/// Floating-point dtypes, with MindFormers' (and torch's) names.
+/// Floating-point precisions of parameters and compute, with MindFormers' (and torch's) names
+/// (`float32`, `bfloat16`, `float16`); not to be confused with the token dtypes of datasets
+/// (`data::DType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DType {
+pub enum Precision {
     /// f32.
     Float32,
     /// bf16.
@@ -192,13 +194,13 @@ pub enum DType {
     Float16,
 }
 
-impl DType {
+impl Precision {
     /// The name used in configs and HF `torch_dtype`.
     pub fn name(self) -> &'static str {
         match self {
-            DType::Float32 => "float32",
-            DType::Bfloat16 => "bfloat16",
-            DType::Float16 => "float16",
+            Precision::Float32 => "float32",
+            Precision::Bfloat16 => "bfloat16",
+            Precision::Float16 => "float16",
         }
     }
 }

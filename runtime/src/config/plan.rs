@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::model::{DType, Qwen3Config};
+use super::model::{Precision, Qwen3Config};
 use super::schema::LrScheduleKind;
 use crate::data::sampling::DataConfig;
 
@@ -69,9 +69,9 @@ pub struct TrainPlan {
     /// The architecture (HF `config.json`).
     pub model: Qwen3Config,
     /// Master-weight dtype.
-    pub params_dtype: DType,
+    pub params_dtype: Precision,
     /// Matmul dtype.
-    pub compute_dtype: DType,
+    pub compute_dtype: Precision,
     /// Keep the residual stream in f32.
     pub fp32_residual: bool,
     /// Log a step line every N steps.

@@ -4,16 +4,6 @@
 
 use super::Qwen3Config;
 
-/// `&buf[l * len..(l + 1) * len]`
-pub(super) fn at(buf: &[f32], l: usize, len: usize) -> &[f32] {
-    &buf[l * len..(l + 1) * len]
-}
-
-/// `&mut buf[l * len..(l + 1) * len]`
-pub(super) fn at_mut(buf: &mut [f32], l: usize, len: usize) -> &mut [f32] {
-    &mut buf[l * len..(l + 1) * len]
-}
-
 /// `dst += src`, elementwise.
 pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
@@ -53,7 +43,50 @@ pub struct Activations {
     pub(super) ce_sum: Vec<f32>, // (N)
     pub(super) cos: Vec<f32>,    // (N, d/2)
     pub(super) sin: Vec<f32>,    // (N, d/2)
+    /// A projection's output before its residual add (N, H).
+    pub(super) proj: Vec<f32>,
+    pub(super) heads: HeadScratch,
     pub(super) grads: GradScratch,
+}
+
+/// Head-major buffers of the attention kernel, forward and backward.
+pub(super) struct HeadScratch {
+    pub(super) q: Vec<f32>, // (B, Nq, T, d)
+    pub(super) k: Vec<f32>, // (B, Nkv, T, d)
+    pub(super) v: Vec<f32>, // (B, Nkv, T, d)
+}
+
+/// One layer's saved activations, borrowed apart from each other so that a block can write
+/// some while reading others.
+pub(super) struct LayerActs<'a> {
+    pub(super) x: &'a [f32],            // (N, H) the layer's input
+    pub(super) ln1: &'a mut [f32],      // (N, H)
+    pub(super) ln1_rstd: &'a mut [f32], // (N)
+    pub(super) q_raw: &'a mut [f32],    // (N, Nq·d)
+    pub(super) q_rstd: &'a mut [f32],   // (N, Nq)
+    pub(super) q: &'a mut [f32],        // (N, Nq·d)
+    pub(super) k_raw: &'a mut [f32],    // (N, Nkv·d)
+    pub(super) k_rstd: &'a mut [f32],   // (N, Nkv)
+    pub(super) k: &'a mut [f32],        // (N, Nkv·d)
+    pub(super) v: &'a mut [f32],        // (N, Nkv·d)
+    pub(super) att: &'a mut [f32],      // (B, Nq, T, T)
+    pub(super) attn_out: &'a mut [f32], // (N, Nq·d)
+    pub(super) mid: &'a mut [f32],      // (N, H) after the attention residual
+    pub(super) ln2: &'a mut [f32],      // (N, H)
+    pub(super) ln2_rstd: &'a mut [f32], // (N)
+    pub(super) gate: &'a mut [f32],     // (N, F)
+    pub(super) up: &'a mut [f32],       // (N, F)
+    pub(super) act: &'a mut [f32],      // (N, F)
+    pub(super) out: &'a mut [f32],      // (N, H) the layer's output
+}
+
+/// What every layer shares: RoPE tables and scratch buffers.
+pub(super) struct LayerScratch<'a> {
+    pub(super) cos: &'a [f32],
+    pub(super) sin: &'a [f32],
+    pub(super) proj: &'a mut [f32],
+    pub(super) heads: &'a mut HeadScratch,
+    pub(super) grads: &'a mut GradScratch,
 }
 
 /// Activation gradients, one layer at a time.
@@ -68,9 +101,6 @@ pub(super) struct GradScratch {
     pub(super) dq_raw: Vec<f32>,  // (N, Nq·d)
     pub(super) dk_raw: Vec<f32>,  // (N, Nkv·d)
     pub(super) datt: Vec<f32>,    // (B, Nq, T, T)
-    pub(super) head_q: Vec<f32>,  // (B, Nq, T, d)
-    pub(super) head_k: Vec<f32>,  // (B, Nkv, T, d)
-    pub(super) head_v: Vec<f32>,  // (B, Nkv, T, d)
     pub(super) dgate: Vec<f32>,   // (N, F)
     pub(super) dup: Vec<f32>,     // (N, F)
     pub(super) dact: Vec<f32>,    // (N, F)
@@ -123,6 +153,12 @@ impl Activations {
             ce_sum: z(n),
             cos: z(n * c.head_dim / 2),
             sin: z(n * c.head_dim / 2),
+            proj: z(n * h),
+            heads: HeadScratch {
+                q: z(n * q),
+                k: z(n * kv),
+                v: z(n * kv),
+            },
             grads: GradScratch {
                 dresid: z(n * h),
                 dx: z(n * h),
@@ -134,15 +170,52 @@ impl Activations {
                 dq_raw: z(n * q),
                 dk_raw: z(n * kv),
                 datt: z(b * nq * t * t),
-                head_q: z(n * q),
-                head_k: z(n * kv),
-                head_v: z(n * kv),
                 dgate: z(n * f),
                 dup: z(n * f),
                 dact: z(n * f),
                 dlosses: z(n),
             },
         }
+    }
+
+    /// Layer `l`'s activations and the shared scratch, borrowed apart.
+    pub(super) fn layer(&mut self, l: usize) -> (LayerActs<'_>, LayerScratch<'_>) {
+        let layers = self.ln1_rstd.len() / (self.b * self.t);
+        let nh = self.proj.len();
+        let (before, after) = self.resid.split_at_mut((l + 1) * nh);
+        fn slot(buf: &mut [f32], l: usize, layers: usize) -> &mut [f32] {
+            let len = buf.len() / layers;
+            &mut buf[l * len..(l + 1) * len]
+        }
+        let acts = LayerActs {
+            x: &before[l * nh..],
+            ln1: slot(&mut self.ln1, l, layers),
+            ln1_rstd: slot(&mut self.ln1_rstd, l, layers),
+            q_raw: slot(&mut self.q_raw, l, layers),
+            q_rstd: slot(&mut self.q_rstd, l, layers),
+            q: slot(&mut self.q, l, layers),
+            k_raw: slot(&mut self.k_raw, l, layers),
+            k_rstd: slot(&mut self.k_rstd, l, layers),
+            k: slot(&mut self.k, l, layers),
+            v: slot(&mut self.v, l, layers),
+            att: slot(&mut self.att, l, layers),
+            attn_out: slot(&mut self.attn_out, l, layers),
+            mid: slot(&mut self.resid_mid, l, layers),
+            ln2: slot(&mut self.ln2, l, layers),
+            ln2_rstd: slot(&mut self.ln2_rstd, l, layers),
+            gate: slot(&mut self.gate, l, layers),
+            up: slot(&mut self.up, l, layers),
+            act: slot(&mut self.act, l, layers),
+            out: &mut after[..nh],
+        };
+        let scratch = LayerScratch {
+            cos: &self.cos,
+            sin: &self.sin,
+            proj: &mut self.proj,
+            heads: &mut self.heads,
+            grads: &mut self.grads,
+        };
+        (acts, scratch)
     }
 
     /// Micro-batch size and sequence length this arena serves.

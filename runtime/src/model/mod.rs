@@ -5,14 +5,16 @@
 //! heads, d head dimension, F MLP width, V vocabulary, L layers.
 //!
 //! Modules: [`config`] (HF `config.json`), [`params`] (HF-named parameter layout in one
-//! contiguous buffer), [`ops`] (forward/backward pairs), [`qwen3`] (the model step).
+//! contiguous buffer), [`ops`] (forward/backward pairs of single ops), `blocks` (attention, MLP,
+//! decoder layer, embedding and head as forward/backward pairs, tensor parallelism at named
+//! points), [`qwen3`] (the model step over the blocks), [`shard`] (a rank's part).
 
 pub mod activations;
+mod blocks;
 pub mod config;
 pub mod ops;
 pub mod params;
 pub mod qwen3;
-mod qwen3_backward;
 pub mod shard;
 
 pub use config::Qwen3Config;

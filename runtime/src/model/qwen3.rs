@@ -1,19 +1,17 @@
-//! One Qwen3 training step for a micro-batch: [`Qwen3::forward`] (whole model) or
-//! [`Qwen3::forward_stage`] (a rank's part under tensor/pipeline parallelism) keeps every
-//! activation the backward needs in an [`Activations`] arena allocated once per (B, T); the
-//! backward is in `qwen3_backward.rs`, the parallel split in `shard.rs`.
+//! One Qwen3 training step for a micro-batch: [`Qwen3::forward_stage`] (a rank's part under
+//! tensor/pipeline parallelism; [`Qwen3::forward`] for the whole model) runs the embedding,
+//! the decoder layers and the head (`blocks/`), keeping every activation the backward needs in
+//! an [`Activations`] arena allocated once per (B, T); [`Qwen3::backward_stage`] walks them
+//! back. The parallel split is in `shard.rs`.
 
 pub use super::activations::Activations;
-use super::activations::{at, at_mut};
-use super::ops::attention::{attention_forward, AttnDims};
-use super::ops::cross_entropy::cross_entropy_forward;
-use super::ops::embedding::embedding_forward;
-use super::ops::linear::linear_forward;
-use super::ops::rmsnorm::rmsnorm_forward;
-use super::ops::rope::{rope_forward, rope_tables};
-use super::ops::swiglu::swiglu_forward;
-use super::ops::vocab_parallel::{vocab_cross_entropy_forward, vocab_embedding_forward};
-use super::params::{LayerParam as P, Layout};
+use super::blocks::decoder::{decoder_layer_backward, decoder_layer_forward};
+use super::blocks::head::{
+    embed_backward, embed_forward, head_backward, head_forward, HeadWeights,
+};
+use super::blocks::{Dims, TensorParallel};
+use super::ops::rope::rope_tables;
+use super::params::{Layout, LAYER_PARAMS};
 use super::shard::Shard;
 use super::{Error, Qwen3Config, Result};
 use crate::dist::{Communicator, SoloComm};
@@ -105,13 +103,23 @@ impl Qwen3 {
         debug_assert!(solo.is_ok());
     }
 
-    pub(super) fn dims(&self, acts: &Activations) -> AttnDims {
-        AttnDims {
-            b: acts.b,
-            t: acts.t,
-            nq: self.config.num_attention_heads,
-            nkv: self.config.num_key_value_heads,
-            d: self.config.head_dim,
+    /// The weights of layer `l`, in [`LAYER_PARAMS`] order.
+    fn layer_weights(&self, l: usize) -> Vec<&[f32]> {
+        let first = self
+            .layout
+            .layer(l, super::params::LayerParam::InputLayernorm);
+        (first..first + LAYER_PARAMS.len())
+            .map(|i| self.layout.get(&self.params, i))
+            .collect()
+    }
+
+    fn head_weights(&self) -> HeadWeights<'_> {
+        let lay = &self.layout;
+        HeadWeights {
+            norm: lay.get(&self.params, lay.final_norm()),
+            lm_head: lay.get(&self.params, lay.lm_head()),
+            vocab_start: self.vocab_start(),
+            v: self.config.vocab_size,
         }
     }
 
@@ -119,7 +127,7 @@ impl Qwen3 {
     /// loss `Σ mask·CE / Σ mask` (0 when the mask is empty), elsewhere `None` with the output
     /// in [`Activations::stage_output`]. A stage that does not embed reads its input from
     /// [`Activations::stage_input_mut`]. Leaves every activation the backward needs in `acts`.
-    /// `tp` is the tensor-parallel group (all-reduces after row-parallel projections).
+    /// `tp` is the tensor-parallel group.
     pub fn forward_stage(
         &self,
         acts: &mut Activations,
@@ -127,22 +135,75 @@ impl Qwen3 {
         tp: &mut dyn Communicator,
     ) -> Result<Option<f32>> {
         let c = &self.config;
-        let tp_on = tp.size() > 1;
-        let (lay, w) = (&self.layout, &self.params);
-        let n = batch.b * batch.t;
         assert_eq!(
             (batch.b, batch.t),
             (acts.b, acts.t),
             "activation arena shape"
         );
-        let (h, f, d, v) = (c.hidden_size, c.intermediate_size, c.head_dim, c.vocab_size);
-        let (qd, kvd, nq, nkv) = (
-            c.q_dim(),
-            c.kv_dim(),
-            c.num_attention_heads,
-            c.num_key_value_heads,
-        );
-        let eps = c.rms_norm_eps as f32;
+        self.check_tokens(batch)?;
+        let mut tp = TensorParallel::new(tp);
+        let dm = Dims::new(c, batch.b, batch.t);
+        let (cos, sin) = rope_tables(batch.positions, c.head_dim, c.rope_theta as f32);
+        acts.cos.copy_from_slice(&cos);
+        acts.sin.copy_from_slice(&sin);
+        if self.shard.first {
+            let wte = self.layout.get(&self.params, self.layout.embed());
+            let x = acts.stage_input_mut();
+            embed_forward(x, batch.ids, wte, dm.h, self.vocab_start(), &mut tp)?;
+        }
+        for l in 0..c.num_hidden_layers {
+            let (mut a, mut s) = acts.layer(l);
+            decoder_layer_forward(&mut a, &mut s, &self.layer_weights(l), dm, &mut tp)?;
+        }
+        if !self.shard.last {
+            return Ok(None);
+        }
+        let w = self.head_weights();
+        let loss = head_forward(acts, &w, batch.labels, batch.loss_mask, dm.eps, &mut tp)?;
+        Ok(Some(loss))
+    }
+
+    /// Backward pass after [`Qwen3::forward_stage`] on the same batch: accumulates into
+    /// `grads` (layout-shaped) the gradient of `loss_scale · loss`. The logits buffer is
+    /// consumed. A stage without the loss reads the gradient of its output from
+    /// [`Activations::stage_grad_mut`]; a stage that does not embed leaves the gradient of its
+    /// input in [`Activations::stage_grad`].
+    pub fn backward_stage(
+        &self,
+        acts: &mut Activations,
+        batch: &Batch<'_>,
+        grads: &mut [f32],
+        loss_scale: f32,
+        tp: &mut dyn Communicator,
+    ) -> Result<()> {
+        let c = &self.config;
+        let lay = &self.layout;
+        let mut tp = TensorParallel::new(tp);
+        let dm = Dims::new(c, batch.b, batch.t);
+        let mut g = lay.split_mut(grads);
+        if self.shard.last {
+            let (norm, head) = (lay.final_norm(), lay.lm_head());
+            let pair = two_mut(&mut g, norm, head);
+            let (labels, mask) = (batch.labels, batch.loss_mask);
+            let w = self.head_weights();
+            head_backward(acts, &w, pair, labels, mask, loss_scale, &mut tp)?;
+        }
+        for l in (0..c.num_hidden_layers).rev() {
+            let first = lay.layer(l, super::params::LayerParam::InputLayernorm);
+            let gw = &mut g[first..first + LAYER_PARAMS.len()];
+            let (a, mut s) = acts.layer(l);
+            decoder_layer_backward(&a, &mut s, &self.layer_weights(l), gw, dm, &mut tp)?;
+        }
+        if self.shard.first {
+            let dx = &acts.grads.dresid;
+            embed_backward(g[lay.embed()], dx, batch.ids, dm.h, self.vocab_start(), &tp);
+        }
+        Ok(())
+    }
+
+    /// Refuses input or label ids outside the whole model's vocabulary.
+    fn check_tokens(&self, batch: &Batch<'_>) -> Result<()> {
+        let n = batch.b * batch.t;
         for (position, &id) in batch.ids.iter().chain(batch.labels).enumerate() {
             if id as usize >= self.full_vocab {
                 return Err(Error::TokenOutOfRange {
@@ -152,166 +213,18 @@ impl Qwen3 {
                 });
             }
         }
-        let (cos, sin) = rope_tables(batch.positions, d, c.rope_theta as f32);
-        acts.cos.copy_from_slice(&cos);
-        acts.sin.copy_from_slice(&sin);
-        let dims = self.dims(acts);
-        if !self.shard.first {
-            // The input was received from the previous stage.
-        } else if tp_on {
-            vocab_embedding_forward(
-                at_mut(&mut acts.resid, 0, n * h),
-                batch.ids,
-                lay.get(w, lay.embed()),
-                h,
-                self.vocab_start(),
-                tp,
-            )?;
-        } else {
-            embedding_forward(
-                at_mut(&mut acts.resid, 0, n * h),
-                batch.ids,
-                lay.get(w, lay.embed()),
-                h,
-            );
-        }
-        for l in 0..c.num_hidden_layers {
-            let p = |x: P| lay.get(w, lay.layer(l, x));
-            let a = &mut *acts;
-            let x = at(&a.resid, l, n * h);
-            // Attention block: ln1 -> q/k/v -> q_norm/k_norm -> RoPE -> attention -> o_proj.
-            let ln1 = at_mut(&mut a.ln1, l, n * h);
-            rmsnorm_forward(
-                ln1,
-                at_mut(&mut a.ln1_rstd, l, n),
-                x,
-                p(P::InputLayernorm),
-                h,
-                eps,
-            );
-            let ln1 = at(&a.ln1, l, n * h);
-            linear_forward(at_mut(&mut a.q_raw, l, n * qd), ln1, p(P::QProj), n, h, qd);
-            linear_forward(
-                at_mut(&mut a.k_raw, l, n * kvd),
-                ln1,
-                p(P::KProj),
-                n,
-                h,
-                kvd,
-            );
-            linear_forward(at_mut(&mut a.v, l, n * kvd), ln1, p(P::VProj), n, h, kvd);
-            let q = at_mut(&mut a.q, l, n * qd);
-            rmsnorm_forward(
-                q,
-                at_mut(&mut a.q_rstd, l, n * nq),
-                at(&a.q_raw, l, n * qd),
-                p(P::QNorm),
-                d,
-                eps,
-            );
-            rope_forward(at_mut(&mut a.q, l, n * qd), &a.cos, &a.sin, nq, d);
-            let k = at_mut(&mut a.k, l, n * kvd);
-            rmsnorm_forward(
-                k,
-                at_mut(&mut a.k_rstd, l, n * nkv),
-                at(&a.k_raw, l, n * kvd),
-                p(P::KNorm),
-                d,
-                eps,
-            );
-            rope_forward(at_mut(&mut a.k, l, n * kvd), &a.cos, &a.sin, nkv, d);
-            attention_forward(
-                at_mut(&mut a.attn_out, l, n * qd),
-                at_mut(&mut a.att, l, a.b * nq * a.t * a.t),
-                &mut a.grads.head_q,
-                at(&a.q, l, n * qd),
-                at(&a.k, l, n * kvd),
-                at(&a.v, l, n * kvd),
-                dims,
-            );
-            let o = &mut a.grads.dx; // scratch (N, H)
-            linear_forward(o, at(&a.attn_out, l, n * qd), p(P::OProj), n, qd, h);
-            if tp_on {
-                tp.all_reduce_sum(o)?;
-            }
-            let mid = at_mut(&mut a.resid_mid, l, n * h);
-            for ((m, &x), &o) in mid.iter_mut().zip(at(&a.resid, l, n * h)).zip(o.iter()) {
-                *m = x + o;
-            }
-            // MLP block: ln2 -> gate/up -> silu(gate)·up -> down_proj.
-            let mid = at(&a.resid_mid, l, n * h);
-            rmsnorm_forward(
-                at_mut(&mut a.ln2, l, n * h),
-                at_mut(&mut a.ln2_rstd, l, n),
-                mid,
-                p(P::PostAttentionLayernorm),
-                h,
-                eps,
-            );
-            let ln2 = at(&a.ln2, l, n * h);
-            linear_forward(at_mut(&mut a.gate, l, n * f), ln2, p(P::GateProj), n, h, f);
-            linear_forward(at_mut(&mut a.up, l, n * f), ln2, p(P::UpProj), n, h, f);
-            swiglu_forward(
-                at_mut(&mut a.act, l, n * f),
-                at(&a.gate, l, n * f),
-                at(&a.up, l, n * f),
-            );
-            let o = &mut a.grads.dx;
-            linear_forward(o, at(&a.act, l, n * f), p(P::DownProj), n, f, h);
-            if tp_on {
-                tp.all_reduce_sum(o)?;
-            }
-            let (before, after) = a.resid.split_at_mut((l + 1) * n * h);
-            let mid = at(&a.resid_mid, l, n * h);
-            for ((y, &m), &o) in after[..n * h].iter_mut().zip(mid).zip(o.iter()) {
-                *y = m + o;
-            }
-            let _ = before;
-        }
-        if !self.shard.last {
-            return Ok(None);
-        }
-        let last = at(&acts.resid, c.num_hidden_layers, n * h);
-        rmsnorm_forward(
-            &mut acts.lnf,
-            &mut acts.lnf_rstd,
-            last,
-            lay.get(w, lay.final_norm()),
-            h,
-            eps,
-        );
-        linear_forward(
-            &mut acts.logits,
-            &acts.lnf,
-            lay.get(w, lay.lm_head()),
-            n,
-            h,
-            v,
-        );
-        if tp_on {
-            vocab_cross_entropy_forward(
-                &mut acts.losses,
-                &mut acts.ce_max,
-                &mut acts.ce_sum,
-                &acts.logits,
-                batch.labels,
-                v,
-                self.vocab_start(),
-                tp,
-            )?;
-        } else {
-            cross_entropy_forward(&mut acts.losses, &acts.logits, batch.labels, v);
-        }
-        let total: f32 = batch.loss_mask.iter().sum();
-        if total == 0.0 {
-            return Ok(Some(0.0));
-        }
-        let sum: f32 = acts
-            .losses
-            .iter()
-            .zip(batch.loss_mask)
-            .map(|(l, m)| l * m)
-            .sum();
-        Ok(Some(sum / total))
+        Ok(())
+    }
+}
+
+/// Two different elements of `v`, both mutable.
+fn two_mut<'a>(v: &'a mut [&mut [f32]], i: usize, j: usize) -> (&'a mut [f32], &'a mut [f32]) {
+    assert_ne!(i, j, "two_mut needs two different elements");
+    if i < j {
+        let (lo, hi) = v.split_at_mut(j);
+        (&mut *lo[i], &mut *hi[0])
+    } else {
+        let (lo, hi) = v.split_at_mut(i);
+        (&mut *hi[0], &mut *lo[j])
     }
 }

@@ -1,9 +1,9 @@
-//! Model and pipeline-split checks of [`Config::validate`](super::Config::validate).
+//! Model and pipeline-split checks of [`Config::validate`](crate::config::Config::validate).
 
-use super::model::{ModelConfig, Offset, Qwen3Config};
-use super::schema::Config;
-use super::validate::{ensure, invalid, to_usize};
-use super::{DType, Result};
+use super::{ensure, invalid, to_usize};
+use crate::config::model::{ModelConfig, Offset, Qwen3Config};
+use crate::config::schema::Config;
+use crate::config::{Precision, Result};
 
 /// True for zero, negative and NaN values.
 fn not_positive(x: f64) -> bool {
@@ -210,7 +210,7 @@ impl Config {
             (
                 m.rope_scaling
                     .as_ref()
-                    .is_some_and(|r| *r != super::mindspore::Opaque::Null),
+                    .is_some_and(|r| *r != crate::config::mindspore::Opaque::Null),
                 "rope_scaling",
                 "RoPE scaling is not supported; remove it",
             ),
@@ -220,17 +220,17 @@ impl Config {
                 "dense Qwen3 uses full attention; set False",
             ),
             (
-                m.layernorm_compute_dtype != DType::Float32,
+                m.layernorm_compute_dtype != Precision::Float32,
                 "layernorm_compute_dtype",
                 "norms run in float32 as in HF; set float32",
             ),
             (
-                m.softmax_compute_dtype != DType::Float32,
+                m.softmax_compute_dtype != Precision::Float32,
                 "softmax_compute_dtype",
                 "softmax runs in float32 as in HF; set float32",
             ),
             (
-                m.rotary_dtype != DType::Float32,
+                m.rotary_dtype != Precision::Float32,
                 "rotary_dtype",
                 "RoPE tables are float32 as in HF; set float32",
             ),
@@ -272,7 +272,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::super::validate::fixtures::rejects;
+    use super::super::fixtures::rejects;
 
     #[test]
     fn model_errors() {

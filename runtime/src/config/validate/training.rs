@@ -1,13 +1,15 @@
 //! Optimizer, learning-rate schedule and callback checks of
-//! [`Config::validate`](super::Config::validate).
+//! [`Config::validate`](crate::config::Config::validate).
 
 use std::path::PathBuf;
 
-use super::mindspore::Opaque;
-use super::plan::{AdamWPlan, CheckpointPlan, HealthPlan, LrSchedule};
-use super::schema::{CallbackConfig, CallbackKind, CheckpointFormat, Config, LrScheduleKind};
-use super::validate::{ensure, invalid, to_usize};
-use super::Result;
+use super::{ensure, invalid, to_usize};
+use crate::config::mindspore::Opaque;
+use crate::config::plan::{AdamWPlan, CheckpointPlan, HealthPlan, LrSchedule};
+use crate::config::schema::{
+    CallbackConfig, CallbackKind, CheckpointFormat, Config, LrScheduleKind,
+};
+use crate::config::Result;
 
 impl Config {
     pub(super) fn check_optimizer(&self) -> Result<AdamWPlan> {
@@ -254,7 +256,7 @@ fn check_callback_keys(c: &CallbackConfig, key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::validate::fixtures::rejects;
+    use super::super::fixtures::rejects;
 
     #[test]
     fn optimizer_and_schedule_errors() {

@@ -533,5 +533,4 @@ fn crc32(data: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-#[path = "mindspore_ckpt_tests.rs"]
 mod tests;

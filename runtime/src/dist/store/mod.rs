@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use super::{comm_timeout, Error, Result, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
-#[path = "store_server.rs"]
 mod server;
 pub use server::StoreServer;
 
@@ -440,5 +439,4 @@ fn millis(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;

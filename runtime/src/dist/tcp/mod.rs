@@ -22,9 +22,7 @@ use super::{comm_timeout, Error, Result, PROTOCOL_VERSION};
 #[cfg(doc)]
 use super::{Communicator, MAX_FRAME_BYTES};
 
-#[path = "tcp_group.rs"]
 mod group;
-#[path = "tcp_peer.rs"]
 mod peer;
 
 pub use group::TcpGroup;
@@ -344,5 +342,4 @@ fn accept_peers(
 }
 
 #[cfg(test)]
-#[path = "tcp_tests.rs"]
 mod tests;

@@ -1,15 +1,18 @@
 //! [`Config::validate`]: every cross-key check, once, producing a [`TrainPlan`]. This file holds
-//! the orchestration and the parallel-layout and data checks; `validate_model` and
-//! `validate_training` hold the rest.
+//! the orchestration, the parallel-layout and the data checks; `model` (the model and its
+//! pipeline split) and `training` (optimizer, schedule, health, callbacks) hold the rest.
 
 use std::path::{Path, PathBuf};
 
-use super::plan::{LaunchSettings, LoadCheckpoint, TensorboardPlan, TrainPlan};
-use super::schema::{CheckpointFormat, Config};
-use super::validate_model::check_layers;
-use super::{Error, Result};
+use crate::config::plan::{LaunchSettings, LoadCheckpoint, TensorboardPlan, TrainPlan};
+use crate::config::schema::{CheckpointFormat, Config};
+use crate::config::{Error, Result};
 use crate::data::gpt_dataset::GptDatasetConfig;
 use crate::data::sampling::{CacheMode, DataConfig};
+use model::check_layers;
+
+mod model;
+mod training;
 
 pub(super) fn invalid(keys: &str, message: impl Into<String>) -> Error {
     Error::Invalid {
@@ -370,13 +373,13 @@ impl Config {
 pub(super) mod fixtures {
     use std::path::Path;
 
-    use super::super::{Error, Result, TrainPlan};
+    use crate::config::{Error, Result, TrainPlan};
 
     /// The tiny example config with `overrides` applied, validated.
     pub fn tiny(overrides: &[&str]) -> Result<TrainPlan> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qwen3/qwen3_tiny.yaml");
         let args: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        super::super::load(&path, &args)?.validate()
+        crate::config::load(&path, &args)?.validate()
     }
 
     /// Asserts that validation fails naming `keys`, with `words` in the message.
