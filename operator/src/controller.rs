@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use crate::crd::{Phase, PretrainJob};
+use crate::crd::{Phase, PretrainJob, PretrainJobStatus};
 use crate::metrics::Metrics;
 use crate::observe::PodView;
 use crate::resources::env::{rank_table_enabled, PodSlot};
@@ -318,6 +318,8 @@ pub async fn reconcile(job: Arc<PretrainJob>, ctx: Arc<Context>) -> Result<Reque
     result
 }
 
+/// Reconciles one job: validate, observe the pods, decide, then write the status, publish
+/// Events and act, in that order (see [`crate::status`]).
 async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Error> {
     if job.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove pods, Service and ConfigMaps.
@@ -340,32 +342,12 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
         };
         if let Err(message) = validate::validate(job, source) {
             let outcome = status::invalid(&current, generation, &message, now);
-            write_status(job, &ns, ctx, &outcome).await?;
-            publish(ctx, job, &outcome).await;
-            if !outcome.events.is_empty() {
-                warn!(%message, "invalid spec");
-            }
-            // Re-check now and then: a missing ConfigMap may appear without the job changing.
-            return Ok(Requeue::requeue(Duration::from_secs(30)));
+            return report_invalid(job, &ns, ctx, &outcome, &message).await;
         }
     }
 
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = format!("{LABEL_JOB}={}", job.name_any());
-    // A fresh list, not the watch cache: gang decisions must never act on a stale view.
-    let pods: Vec<Pod> = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == job.metadata.uid.as_ref())
-        })
-        .collect();
+    let pods = list_pods(job, &ns, ctx).await?;
     let views: Vec<PodView> = pods.iter().filter_map(PodView::from_pod).collect();
-
     let outcome = status::decide(
         &job.name_any(),
         &job.spec,
@@ -376,25 +358,91 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
     );
 
     if !outcome.status.phase.is_terminal() {
-        if let Ok(files) = &config {
-            apply(
-                &Api::<Service>::namespaced(ctx.client.clone(), &ns),
-                &service::build(job),
-            )
-            .await?;
-            apply(
-                &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
-                &config_map::build(job, files),
-            )
-            .await?;
-        }
-        if pod_group::enabled(job) {
-            apply_pod_group(job, &ns, ctx).await?;
-        }
-        if rank_table_enabled(job) {
-            apply_rank_table(job, &ns, ctx, outcome.status.attempt, &pods).await?;
-        }
+        apply_children(job, &ns, ctx, &config, outcome.status.attempt, &pods).await?;
     }
+    observe_transition(ctx, &current, &outcome);
+    match write_status(job, &ns, ctx, &outcome).await {
+        // The job was deleted after the watch cache saw it: nothing left to do.
+        Err(Error::Kube(e)) if is_code(&e, 404) => return Ok(Requeue::await_change()),
+        r => r?,
+    }
+    publish(ctx, job, &outcome).await;
+    act(job, &ns, ctx, &outcome.action).await?;
+    Ok(match outcome.requeue_after {
+        Some(d) => Requeue::requeue(d.min(Duration::from_secs(300))),
+        None => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Writes the `Invalid` status of a spec that failed validation and publishes its Event;
+/// nothing is created.
+async fn report_invalid(
+    job: &PretrainJob,
+    ns: &str,
+    ctx: &Context,
+    outcome: &Outcome,
+    message: &str,
+) -> Result<Requeue, Error> {
+    write_status(job, ns, ctx, outcome).await?;
+    publish(ctx, job, outcome).await;
+    if !outcome.events.is_empty() {
+        warn!(%message, "invalid spec");
+    }
+    // Re-check now and then: a missing ConfigMap may appear without the job changing.
+    Ok(Requeue::requeue(Duration::from_secs(30)))
+}
+
+/// The job's pods: those labelled with its name that it owns (by UID).
+async fn list_pods(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<Vec<Pod>, Error> {
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{LABEL_JOB}={}", job.name_any());
+    // A fresh list, not the watch cache: gang decisions must never act on a stale view.
+    Ok(pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == job.metadata.uid.as_ref())
+        })
+        .collect())
+}
+
+/// The objects a running job needs beside its pods: the Service and ConfigMap (when the
+/// config resolved), the PodGroup and the rank table of `attempt` where they apply.
+async fn apply_children(
+    job: &PretrainJob,
+    ns: &str,
+    ctx: &Context,
+    config: &Result<BTreeMap<String, String>, String>,
+    attempt: u32,
+    pods: &[Pod],
+) -> Result<(), Error> {
+    if let Ok(files) = config {
+        apply(
+            &Api::<Service>::namespaced(ctx.client.clone(), ns),
+            &service::build(job),
+        )
+        .await?;
+        apply(
+            &Api::<ConfigMap>::namespaced(ctx.client.clone(), ns),
+            &config_map::build(job, files),
+        )
+        .await?;
+    }
+    if pod_group::enabled(job) {
+        apply_pod_group(job, ns, ctx).await?;
+    }
+    if rank_table_enabled(job) {
+        apply_rank_table(job, ns, ctx, attempt, pods).await?;
+    }
+    Ok(())
+}
+
+/// Logs a phase change and counts failed ranks and gang restarts.
+fn observe_transition(ctx: &Context, current: &PretrainJobStatus, outcome: &Outcome) {
     if outcome.status.phase != current.phase {
         info!(
             from = current.phase.as_str(),
@@ -412,17 +460,6 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
             _ => {}
         }
     }
-    match write_status(job, &ns, ctx, &outcome).await {
-        // The job was deleted after the watch cache saw it: nothing left to do.
-        Err(Error::Kube(e)) if is_code(&e, 404) => return Ok(Requeue::await_change()),
-        r => r?,
-    }
-    publish(ctx, job, &outcome).await;
-    act(job, &ns, ctx, &outcome.action).await?;
-    Ok(match outcome.requeue_after {
-        Some(d) => Requeue::requeue(d.min(Duration::from_secs(300))),
-        None => Requeue::requeue(Duration::from_secs(300)),
-    })
 }
 
 /// Retries failed reconciles with a short fixed delay (the controller deduplicates).

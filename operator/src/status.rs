@@ -226,6 +226,10 @@ pub fn invalid(
 }
 
 /// Decides the next step for a valid job. `pods` are all pods labelled with the job's name.
+///
+/// The steps run in a fixed order, each ending the decision when it applies: a finished job,
+/// the active deadline, suspension (and resuming), a gang restart, the first start, and last
+/// the progress of the running attempt.
 pub fn decide(
     name: &str,
     spec: &PretrainJobSpec,
@@ -253,7 +257,34 @@ pub fn decide(
     };
 
     if cx.st.phase.is_terminal() {
-        let action = if cx.st.phase == Phase::Failed {
+        return cx.finished(pods);
+    }
+    if let Some(limit) = cx.active_deadline_passed() {
+        let msg = format!("the job ran longer than activeDeadlineSeconds ({limit}s)");
+        return cx.fail("DeadlineExceeded", msg, pods);
+    }
+    if spec.suspend {
+        return cx.suspend(pods);
+    }
+    if cx.st.phase == Phase::Suspended {
+        cx.resume();
+    }
+    if cx.st.phase == Phase::Restarting {
+        return cx.restart(pods);
+    }
+    if cx.st.attempt == 0 {
+        return cx.first_start(pods);
+    }
+    cx.attempt_progress(name, pods)
+}
+
+/// The steps of [`decide`], in the order it takes them.
+impl Ctx<'_> {
+    /// A terminal job: a failed one keeps stopping its live pods; once nothing is left to
+    /// delete, `ttlSecondsAfterFinished` deletes the job itself.
+    fn finished(self, pods: &[PodView]) -> Outcome {
+        let (spec, now) = (self.spec, self.now);
+        let action = if self.st.phase == Phase::Failed {
             delete_all(
                 &pods
                     .iter()
@@ -268,167 +299,209 @@ pub fn decide(
         };
         if action == Action::None {
             if let Some(ttl) = spec.ttl_seconds_after_finished {
-                let done = cx.st.completion_time.as_ref().map(|t| t.0.as_second());
+                let done = self.st.completion_time.as_ref().map(|t| t.0.as_second());
                 if done.is_some_and(|d| now.as_second() >= d + ttl) {
-                    return cx.outcome(Action::DeleteJob, None);
+                    return self.outcome(Action::DeleteJob, None);
                 }
             }
         }
-        let requeue = ttl_requeue(spec, &cx.st, now);
-        return cx.outcome(action, requeue);
+        let requeue = ttl_requeue(spec, &self.st, now);
+        self.outcome(action, requeue)
     }
 
-    if let (Some(limit), Some(start)) = (spec.timeouts.active_deadline_seconds, &cx.st.start_time) {
-        if secs_between(start.0, now) >= i64::from(limit) {
-            let msg = format!("the job ran longer than activeDeadlineSeconds ({limit}s)");
-            return cx.fail("DeadlineExceeded", msg, pods);
-        }
+    /// `activeDeadlineSeconds`, if the job has run that long since it first started.
+    fn active_deadline_passed(&self) -> Option<u32> {
+        let limit = self.spec.timeouts.active_deadline_seconds?;
+        let start = self.st.start_time.as_ref()?;
+        (secs_between(start.0, self.now) >= i64::from(limit)).then_some(limit)
     }
 
-    if spec.suspend {
-        if cx.st.phase != Phase::Suspended {
-            cx.set_phase(Phase::Suspended);
+    /// `spec.suspend`: enter `Suspended` (once, with an event) and delete every pod; state
+    /// and restart counts are kept.
+    fn suspend(mut self, pods: &[PodView]) -> Outcome {
+        let now = self.now;
+        if self.st.phase != Phase::Suspended {
+            self.set_phase(Phase::Suspended);
             set_condition(
-                &mut cx.st,
+                &mut self.st,
                 "Suspended",
                 true,
                 "Suspended",
                 "spec.suspend is true",
                 now,
             );
-            set_condition(&mut cx.st, "Running", false, "Suspended", "", now);
-            cx.event(
+            set_condition(&mut self.st, "Running", false, "Suspended", "", now);
+            self.event(
                 false,
                 "Suspended",
                 "deleting all pods; state and restart counts are kept".into(),
             );
         }
-        let action = delete_all(pods, spec, now);
+        let action = delete_all(pods, self.spec, now);
         let requeue = (action != Action::None).then_some(DELETE_POLL);
-        return cx.outcome(action, requeue);
+        self.outcome(action, requeue)
     }
-    if cx.st.phase == Phase::Suspended {
-        set_condition(&mut cx.st, "Suspended", false, "Resumed", "", now);
-        cx.event(
+
+    /// Leaves `Suspended`: the next attempt starts at once (without counting as a restart),
+    /// or the first one if the job never started.
+    fn resume(&mut self) {
+        set_condition(&mut self.st, "Suspended", false, "Resumed", "", self.now);
+        self.event(
             false,
             "Resumed",
             "spec.suspend is false; starting the next attempt".into(),
         );
-        cx.st.next_attempt_time = None;
+        self.st.next_attempt_time = None;
         // Before the first start there is nothing to resume from.
-        cx.set_phase(if cx.st.attempt == 0 {
+        self.set_phase(if self.st.attempt == 0 {
             Phase::Pending
         } else {
             Phase::Restarting
         });
     }
 
-    if cx.st.phase == Phase::Restarting {
+    /// `Restarting`: wait until every pod of the old attempt is gone and the backoff has
+    /// elapsed, then start the next attempt from the last checkpoint.
+    fn restart(self, pods: &[PodView]) -> Outcome {
+        let now = self.now;
         if !pods.is_empty() {
-            let action = delete_all(pods, spec, now);
-            return cx.outcome(action, Some(DELETE_POLL));
+            let action = delete_all(pods, self.spec, now);
+            return self.outcome(action, Some(DELETE_POLL));
         }
-        if let Some(next) = &cx.st.next_attempt_time {
+        if let Some(next) = &self.st.next_attempt_time {
             if next.0 > now {
                 let wait = until(now, next.0.as_second());
-                return cx.outcome(Action::None, Some(wait));
+                return self.outcome(Action::None, Some(wait));
             }
         }
-        return cx.start_attempt(true);
+        self.start_attempt(true)
     }
 
-    if cx.st.attempt == 0 {
+    /// A job that never started: remove leftover pods (of an earlier job with the same
+    /// name), then start attempt 1 from scratch.
+    fn first_start(mut self, pods: &[PodView]) -> Outcome {
+        let now = self.now;
         if !pods.is_empty() {
-            let action = delete_all(pods, spec, now);
-            return cx.outcome(action, Some(DELETE_POLL));
+            let action = delete_all(pods, self.spec, now);
+            return self.outcome(action, Some(DELETE_POLL));
         }
-        cx.st.start_time = Some(time(now));
-        return cx.start_attempt(false);
+        self.st.start_time = Some(time(now));
+        self.start_attempt(false)
     }
 
-    // Starting or Running attempt N. Pods of other attempts are leftovers: remove them first.
-    let attempt = cx.st.attempt;
-    let stale: Vec<PodView> = pods
-        .iter()
-        .filter(|p| p.attempt != attempt)
-        .cloned()
-        .collect();
-    if !stale.is_empty() {
-        let action = delete_all(&stale, spec, now);
-        return cx.outcome(action, Some(DELETE_POLL));
-    }
-    let mut failed: Vec<&PodView> = pods
-        .iter()
-        .filter(|p| failure_reason(p).is_some())
-        .collect();
-    failed.sort_by_key(|p| p.rank);
-    let present: Vec<u32> = pods.iter().map(|p| p.rank).collect();
-    let missing: Vec<u32> = (0..spec.nodes).filter(|r| !present.contains(r)).collect();
-
-    let root = root_failure(spec, &failed).cloned();
-    let vanished = (cx.st.phase == Phase::Running)
-        .then(|| missing.first().copied())
-        .flatten();
-    if root.is_some() || vanished.is_some() {
-        return failure::restart_or_fail(cx, name, spec, pods, root.as_ref(), vanished, now);
-    }
-
-    if missing.is_empty() && pods.iter().all(|p| p.phase == "Succeeded") {
-        if let Some(c) = reported_checkpoint(pods, cx.st.last_checkpoint.as_ref()) {
-            cx.st.last_checkpoint = Some(c);
+    /// A `Starting` or `Running` attempt: clear leftovers of other attempts, then end the
+    /// attempt on a failure, record success, create missing pods, or follow the startup.
+    fn attempt_progress(self, name: &str, pods: &[PodView]) -> Outcome {
+        let (spec, now) = (self.spec, self.now);
+        let attempt = self.st.attempt;
+        // Pods of other attempts are leftovers: remove them first.
+        let stale: Vec<PodView> = pods
+            .iter()
+            .filter(|p| p.attempt != attempt)
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            let action = delete_all(&stale, spec, now);
+            return self.outcome(action, Some(DELETE_POLL));
         }
-        cx.set_phase(Phase::Succeeded);
-        cx.st.completion_time = Some(time(now));
-        set_condition(&mut cx.st, "Running", false, "Succeeded", "", now);
+        let mut failed: Vec<&PodView> = pods
+            .iter()
+            .filter(|p| failure_reason(p).is_some())
+            .collect();
+        failed.sort_by_key(|p| p.rank);
+        let present: Vec<u32> = pods.iter().map(|p| p.rank).collect();
+        let missing: Vec<u32> = (0..spec.nodes).filter(|r| !present.contains(r)).collect();
+
+        let root = root_failure(spec, &failed).cloned();
+        let vanished = (self.st.phase == Phase::Running)
+            .then(|| missing.first().copied())
+            .flatten();
+        if root.is_some() || vanished.is_some() {
+            return self.restart_or_fail(name, pods, root.as_ref(), vanished);
+        }
+        if missing.is_empty() && pods.iter().all(|p| p.phase == "Succeeded") {
+            return self.succeed(pods);
+        }
+        if !missing.is_empty() {
+            // Starting: pods not created yet (or the operator stopped half way): create them.
+            return self.outcome(
+                Action::CreatePods {
+                    attempt,
+                    resume: attempt > 1,
+                    ranks: missing,
+                },
+                Some(DELETE_POLL),
+            );
+        }
+        let all_running = pods
+            .iter()
+            .all(|p| matches!(p.phase.as_str(), "Running" | "Succeeded"));
+        if all_running {
+            return self.mark_running();
+        }
+        self.await_startup(pods)
+    }
+
+    /// Every pod of the attempt exited 0: `Succeeded`, with the newest reported checkpoint.
+    fn succeed(mut self, pods: &[PodView]) -> Outcome {
+        let now = self.now;
+        if let Some(c) = reported_checkpoint(pods, self.st.last_checkpoint.as_ref()) {
+            self.st.last_checkpoint = Some(c);
+        }
+        self.set_phase(Phase::Succeeded);
+        self.st.completion_time = Some(time(now));
+        set_condition(&mut self.st, "Running", false, "Succeeded", "", now);
         set_condition(
-            &mut cx.st,
+            &mut self.st,
             "Succeeded",
             true,
             "AllRanksSucceeded",
             "every pod exited 0",
             now,
         );
-        cx.event(
+        let (nodes, attempt) = (self.spec.nodes, self.st.attempt);
+        self.event(
             false,
             "Succeeded",
-            format!("all {} pods exited 0 in attempt {attempt}", spec.nodes),
+            format!("all {nodes} pods exited 0 in attempt {attempt}"),
         );
-        let requeue = ttl_requeue(spec, &cx.st, now);
-        return cx.outcome(Action::None, requeue);
+        let requeue = ttl_requeue(self.spec, &self.st, now);
+        self.outcome(Action::None, requeue)
     }
 
-    if !missing.is_empty() {
-        // Starting: pods not created yet (or the operator stopped half way): create them.
-        return cx.outcome(
-            Action::CreatePods {
-                attempt,
-                resume: attempt > 1,
-                ranks: missing,
-            },
-            Some(DELETE_POLL),
-        );
-    }
-
-    let all_running = pods
-        .iter()
-        .all(|p| matches!(p.phase.as_str(), "Running" | "Succeeded"));
-    if all_running {
-        if cx.st.phase != Phase::Running {
-            cx.set_phase(Phase::Running);
-            set_condition(&mut cx.st, "Running", true, "AllPodsRunning", "", now);
-            cx.event(
+    /// Every pod of the attempt runs (or already finished): `Running`, with an event the
+    /// first time.
+    fn mark_running(mut self) -> Outcome {
+        if self.st.phase != Phase::Running {
+            self.set_phase(Phase::Running);
+            set_condition(
+                &mut self.st,
+                "Running",
+                true,
+                "AllPodsRunning",
+                "",
+                self.now,
+            );
+            let (nodes, attempt) = (self.spec.nodes, self.st.attempt);
+            self.event(
                 false,
                 "Running",
-                format!("all {} pods of attempt {attempt} are running", spec.nodes),
+                format!("all {nodes} pods of attempt {attempt} are running"),
             );
         }
-        return cx.outcome(Action::None, None);
+        self.outcome(Action::None, None)
     }
-    cx.set_phase(Phase::Starting);
-    if let (Some(limit), Some(started)) = (spec.timeouts.startup_seconds, &cx.st.attempt_start_time)
-    {
+
+    /// Some pods are not running yet: `Starting`, failing the job once `startupSeconds` have
+    /// passed since the attempt was created.
+    fn await_startup(mut self, pods: &[PodView]) -> Outcome {
+        self.set_phase(Phase::Starting);
+        let limit = self.spec.timeouts.startup_seconds;
+        let (Some(limit), Some(started)) = (limit, &self.st.attempt_start_time) else {
+            return self.outcome(Action::None, None);
+        };
         let deadline = started.0.as_second() + i64::from(limit);
-        if now.as_second() >= deadline {
+        if self.now.as_second() >= deadline {
             let waiting: Vec<&str> = pods
                 .iter()
                 .filter(|p| p.phase != "Running")
@@ -438,11 +511,11 @@ pub fn decide(
                 "pods not running {limit}s after creation: {}",
                 waiting.join(", ")
             );
-            return cx.fail("StartupTimeout", msg, pods);
+            return self.fail("StartupTimeout", msg, pods);
         }
-        return cx.outcome(Action::None, Some(until(now, deadline)));
+        let wait = until(self.now, deadline);
+        self.outcome(Action::None, Some(wait))
     }
-    cx.outcome(Action::None, None)
 }
 
 #[cfg(test)]

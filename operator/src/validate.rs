@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use kube::ResourceExt;
 use pretrain_contract::config::{self as training, Files, ParallelLayout};
 
-use crate::crd::{AcceleratorType, PretrainJob};
+use crate::crd::{AcceleratorType, PretrainJob, PretrainJobSpec};
 use crate::resources::config_map::{CONFIG_DIR, CONFIG_KEY};
 use crate::resources::env::PodSlot;
 use crate::resources::pod::{self, BuildError};
@@ -137,6 +137,29 @@ fn check_overrides(overrides: &[String], errors: &mut Vec<String>) -> Option<Vec
 pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), String> {
     let s = &job.spec;
     let mut errors = vec![];
+    check_name(job, &mut errors);
+    check_sizes(s, &mut errors);
+    check_accelerator(s, &mut errors);
+    check_scheduling(job, &mut errors);
+    if s.accelerator.kind != AcceleratorType::Ascend && s.accelerator.rank_table.is_some() {
+        errors.push("accelerator.rankTable applies to Ascend only".into());
+    }
+    check_config(s, config, &mut errors);
+    check_checkpoint(s, &mut errors);
+    check_lifecycle(s, &mut errors);
+    check_pod_template(s, &mut errors);
+    if errors.is_empty() {
+        check_pod_builds(job, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// The job's name: pod names `<name>-<rank>` are hostnames.
+fn check_name(job: &PretrainJob, errors: &mut Vec<String>) {
     let name = job.name_any();
     if !is_dns_label(&name) || name.len() > MAX_NAME {
         errors.push(format!(
@@ -144,6 +167,10 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
              letter (pod names <name>-<rank> are hostnames)"
         ));
     }
+}
+
+/// The gang's size and what each pod runs: nodes, workers, image, command and port.
+fn check_sizes(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     if s.nodes == 0 {
         errors.push("nodes must be at least 1".into());
     }
@@ -159,6 +186,10 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
     if s.master_port == 0 {
         errors.push("masterPort must be between 1 and 65535".into());
     }
+}
+
+/// The accelerator: CPU takes no device resource; with devices, one process per device.
+fn check_accelerator(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     let a = &s.accelerator;
     match a.kind {
         AcceleratorType::Cpu => {
@@ -178,7 +209,11 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
             }
         }
     }
-    let sched = &s.scheduling;
+}
+
+/// Gang scheduling and queues, which both need Volcano.
+fn check_scheduling(job: &PretrainJob, errors: &mut Vec<String>) {
+    let sched = &job.spec.scheduling;
     if sched.gang == Some(true) && sched.scheduler_name.as_deref() != Some("volcano") {
         errors.push(
             "scheduling.gang needs scheduling.schedulerName: volcano (gang scheduling uses \
@@ -189,15 +224,17 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
     if sched.queue.is_some() && !crate::resources::pod_group::enabled(job) {
         errors.push("scheduling.queue is a Volcano queue: it needs gang scheduling".into());
     }
-    if a.kind != AcceleratorType::Ascend && a.rank_table.is_some() {
-        errors.push("accelerator.rankTable applies to Ascend only".into());
-    }
+}
+
+/// The training config: one source, overrides the runtime accepts, and a parallel layout that
+/// matches the world size (checked only when the overrides parse and the world is not empty).
+fn check_config(s: &PretrainJobSpec, config: ConfigSource<'_>, errors: &mut Vec<String>) {
     match (&s.config.inline, &s.config.config_map) {
         (Some(_), Some(_)) => errors.push("config: set inline or configMap, not both".into()),
         (None, None) => errors.push("config: set inline or configMap".into()),
         _ => {}
     }
-    let args = check_overrides(&s.config.overrides, &mut errors);
+    let args = check_overrides(&s.config.overrides, errors);
     let world = u64::from(s.nodes) * u64::from(s.workers_per_node);
     match (config, args) {
         (ConfigSource::Missing(what), _) => errors.push(what),
@@ -205,26 +242,35 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
         (_, Some(_)) if world == 0 => {}
         (ConfigSource::Text(text), Some(args)) => {
             let files = [(CONFIG_KEY.to_string(), text.to_string())].into();
-            check_layout(&files, &args, world, &mut errors);
+            check_layout(&files, &args, world, errors);
         }
         (ConfigSource::Files(files), Some(args)) => {
-            check_layout(files, &args, world, &mut errors);
+            check_layout(files, &args, world, errors);
         }
     }
-    if let Some(c) = &s.checkpoint {
-        if c.claim_name.is_some() == c.volume.is_some() {
-            errors.push("checkpoint: set exactly one of claimName and volume".into());
-        }
-        let mount = c.mount_path.trim_end_matches('/');
-        if !c.mount_path.starts_with('/')
-            || !(c.path == mount || c.path.starts_with(&format!("{mount}/")))
-        {
-            errors.push(format!(
-                "checkpoint.path {:?} must be an absolute path at or under mountPath {:?}",
-                c.path, c.mount_path
-            ));
-        }
+}
+
+/// The checkpoint volume: exactly one source, and the path at or under its mount.
+fn check_checkpoint(s: &PretrainJobSpec, errors: &mut Vec<String>) {
+    let Some(c) = &s.checkpoint else {
+        return;
+    };
+    if c.claim_name.is_some() == c.volume.is_some() {
+        errors.push("checkpoint: set exactly one of claimName and volume".into());
     }
+    let mount = c.mount_path.trim_end_matches('/');
+    if !c.mount_path.starts_with('/')
+        || !(c.path == mount || c.path.starts_with(&format!("{mount}/")))
+    {
+        errors.push(format!(
+            "checkpoint.path {:?} must be an absolute path at or under mountPath {:?}",
+            c.path, c.mount_path
+        ));
+    }
+}
+
+/// What happens when attempts fail and the job ends: the failure policy and the TTL.
+fn check_lifecycle(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     let p = &s.failure_policy;
     if let Some(c) = p
         .non_retryable_exit_codes
@@ -241,6 +287,10 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
     if s.ttl_seconds_after_finished.is_some_and(|t| t < 0) {
         errors.push("ttlSecondsAfterFinished must not be negative".into());
     }
+}
+
+/// `podTemplate.spec`: an object that leaves the containers to the operator.
+fn check_pod_template(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     if let Some(spec) = s.pod_template.as_ref().and_then(|t| t.spec.as_ref()) {
         if !spec.is_object() {
             errors.push("podTemplate.spec must be an object".into());
@@ -248,26 +298,20 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
             errors.push("podTemplate.spec may not set containers or initContainers".into());
         }
     }
-    if errors.is_empty() {
-        // The builders are the last word: a volume source or template patch that does not
-        // produce a pod is a spec error too.
-        if let Err(e @ (BuildError::CheckpointVolume(_) | BuildError::TemplatePatch(_))) =
-            pod::build(
-                job,
-                PodSlot {
-                    rank: 0,
-                    attempt: 1,
-                    resume: false,
-                },
-            )
-        {
-            errors.push(e.to_string());
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
+}
+
+/// The builders are the last word: a volume source or template patch that does not produce a
+/// pod is a spec error too.
+fn check_pod_builds(job: &PretrainJob, errors: &mut Vec<String>) {
+    let slot = PodSlot {
+        rank: 0,
+        attempt: 1,
+        resume: false,
+    };
+    if let Err(e @ (BuildError::CheckpointVolume(_) | BuildError::TemplatePatch(_))) =
+        pod::build(job, slot)
+    {
+        errors.push(e.to_string());
     }
 }
 

@@ -114,9 +114,29 @@ fn config_map_volume(name: &str, cm: String) -> Volume {
 
 /// Builds the pod for `slot`.
 pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
-    let spec = &job.spec;
     let name = pod_name(job, slot.rank);
-    let mut labels = spec
+    let (volumes, mounts) = volumes(job)?;
+    let container = container(job, slot, mounts);
+    let pod_spec = patch_template(job, pod_spec(job, &name, container, volumes))?;
+    let annotations = annotations(job, slot);
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace(job)),
+            labels: Some(labels(job, slot)),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![owner_ref(job)]),
+            ..Default::default()
+        },
+        spec: Some(pod_spec),
+        status: None,
+    })
+}
+
+/// The template's labels, then the job's, rank and attempt labels (which win).
+fn labels(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
+    let mut labels = job
+        .spec
         .pod_template
         .as_ref()
         .map(|t| t.labels.clone())
@@ -124,12 +144,29 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
     labels.extend(common_labels(job));
     labels.insert(LABEL_RANK.into(), slot.rank.to_string());
     labels.insert(LABEL_ATTEMPT.into(), slot.attempt.to_string());
-    let mut annotations = spec
+    labels
+}
+
+/// The template's annotations, then the PodGroup and the rank table index where they apply.
+fn annotations(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
+    let mut annotations = job
+        .spec
         .pod_template
         .as_ref()
         .map(|t| t.annotations.clone())
         .unwrap_or_default();
+    if pod_group::enabled(job) {
+        annotations.insert(pod_group::GROUP_ANNOTATION.into(), job.name_any());
+    }
+    if env::rank_table_enabled(job) {
+        annotations.insert(RANK_INDEX_ANNOTATION.into(), slot.rank.to_string());
+    }
+    annotations
+}
 
+/// The pod's volumes and the container's mounts of them: the config (read-only), the logs,
+/// the checkpoint volume if any, and the rank table (read-only) where it applies.
+fn volumes(job: &PretrainJob) -> Result<(Vec<Volume>, Vec<VolumeMount>), BuildError> {
     let mut volumes = vec![config_map_volume("config", config_map_name(job))];
     let mut mounts = vec![VolumeMount {
         name: "config".into(),
@@ -151,11 +188,7 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
         volumes.push(v);
         mounts.push(m);
     }
-    if pod_group::enabled(job) {
-        annotations.insert(pod_group::GROUP_ANNOTATION.into(), job.name_any());
-    }
     if env::rank_table_enabled(job) {
-        annotations.insert(RANK_INDEX_ANNOTATION.into(), slot.rank.to_string());
         volumes.push(config_map_volume("rank-table", rank_table_name(job)));
         mounts.push(VolumeMount {
             name: "rank-table".into(),
@@ -164,12 +197,18 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
             ..Default::default()
         });
     }
+    Ok((volumes, mounts))
+}
 
+/// The training container: the launcher (or `spec.command`), the contract environment, the
+/// devices, the rendezvous port and the termination message the operator reads.
+fn container(job: &PretrainJob, slot: PodSlot, mounts: Vec<VolumeMount>) -> Container {
+    let spec = &job.spec;
     let command = spec
         .command
         .clone()
         .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect());
-    let container = Container {
+    Container {
         name: CONTAINER.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.clone(),
@@ -187,12 +226,17 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
-    };
-    let s = &spec.scheduling;
-    let mut pod_spec = PodSpec {
+    }
+}
+
+/// The pod spec before the template patch: never restarted in place, a stable hostname under
+/// the job's Service, the scheduling fields, and the image's group for the volumes.
+fn pod_spec(job: &PretrainJob, name: &str, container: Container, volumes: Vec<Volume>) -> PodSpec {
+    let s = &job.spec.scheduling;
+    PodSpec {
         containers: vec![container],
         restart_policy: Some("Never".into()),
-        hostname: Some(name.clone()),
+        hostname: Some(name.into()),
         subdomain: Some(service_name(job)),
         enable_service_links: Some(false),
         scheduler_name: s.scheduler_name.clone(),
@@ -208,26 +252,18 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
             ..Default::default()
         }),
         ..Default::default()
-    };
-    if let Some(patch) = spec.pod_template.as_ref().and_then(|t| t.spec.as_ref()) {
-        let mut v = serde_json::to_value(&pod_spec)
-            .map_err(|e| BuildError::TemplatePatch(e.to_string()))?;
-        merge_patch::apply(&mut v, patch);
-        pod_spec =
-            serde_json::from_value(v).map_err(|e| BuildError::TemplatePatch(e.to_string()))?;
     }
-    Ok(Pod {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace(job)),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..Default::default()
-        },
-        spec: Some(pod_spec),
-        status: None,
-    })
+}
+
+/// Applies `podTemplate.spec` to `pod_spec` as a JSON merge patch.
+fn patch_template(job: &PretrainJob, pod_spec: PodSpec) -> Result<PodSpec, BuildError> {
+    let Some(patch) = job.spec.pod_template.as_ref().and_then(|t| t.spec.as_ref()) else {
+        return Ok(pod_spec);
+    };
+    let mut v =
+        serde_json::to_value(&pod_spec).map_err(|e| BuildError::TemplatePatch(e.to_string()))?;
+    merge_patch::apply(&mut v, patch);
+    serde_json::from_value(v).map_err(|e| BuildError::TemplatePatch(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Failures: classification, the pods to delete, and how a failed attempt ends (restart or fail).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
 
@@ -136,20 +137,29 @@ pub(super) fn root_failure<'a>(
     })
 }
 
-/// Ends attempt `cx.st.attempt` after `root` failed (or the pod of rank `vanished` disappeared):
-/// records the failure, then fails the job (non-retryable exit, a budget used up, no progress)
-/// or deletes the gang for a restart after the backoff.
-pub(super) fn restart_or_fail(
-    mut cx: Ctx<'_>,
+/// What a failed attempt leads to.
+enum Verdict {
+    /// The job fails with this condition reason and message.
+    Fail(&'static str, String),
+    /// The gang restarts.
+    Restart {
+        /// The failure counts against `maxInfraRestarts` (else `maxRestarts`).
+        infra: bool,
+        /// Consecutive restarts without a newer checkpoint, this one included.
+        without_progress: u32,
+    },
+}
+
+/// The failure record of attempt `attempt`: the root failure's pod, or the pod of rank
+/// `vanished` of job `name` that disappeared.
+fn failure_record(
+    attempt: u32,
     name: &str,
-    spec: &PretrainJobSpec,
-    pods: &[PodView],
     root: Option<&PodView>,
     vanished: Option<u32>,
     now: Timestamp,
-) -> Outcome {
-    let attempt = cx.st.attempt;
-    let record = match &root {
+) -> FailureRecord {
+    match root {
         Some(p) => {
             let t = p.termination.clone().unwrap_or_default();
             FailureRecord {
@@ -176,25 +186,18 @@ pub(super) fn restart_or_fail(
                 ..Default::default()
             }
         }
-    };
-    let progressed = match reported_checkpoint(pods, cx.st.last_checkpoint.as_ref()) {
-        Some(c) => {
-            cx.event(
-                false,
-                "CheckpointCommitted",
-                format!("step {} at {}", c.step, c.path.as_deref().unwrap_or("?")),
-            );
-            cx.st.last_checkpoint = Some(c);
-            true
-        }
-        None => false,
-    };
+    }
+}
+
+/// One line for events and conditions: attempt, rank, pod, node, exit code, reason, message.
+fn summarize(record: &FailureRecord) -> String {
     let exit = record
         .exit_code
         .map(|c| format!("exit code {c}"))
         .unwrap_or_else(|| "no exit code".into());
-    let summary = format!(
-        "attempt {attempt}: rank {} (pod {}{}) failed: {exit}, {}{}",
+    format!(
+        "attempt {}: rank {} (pod {}{}) failed: {exit}, {}{}",
+        record.attempt,
         record.rank.unwrap_or_default(),
         record.pod.clone().unwrap_or_default(),
         record
@@ -208,80 +211,144 @@ pub(super) fn restart_or_fail(
             .as_ref()
             .map(|m| format!(": {m}"))
             .unwrap_or_default(),
-    );
-    cx.event(true, "RankFailed", summary.clone());
-    cx.st.last_failure = Some(record.clone());
-    let policy = &spec.failure_policy;
-    if let Some(code) = record
-        .exit_code
-        .filter(|c| policy.non_retryable_exit_codes.contains(c))
-    {
-        return cx.fail(
-            "NonRetryableExitCode",
-            format!("exit code {code} is not retryable; {summary}"),
-            pods,
-        );
-    }
-    let infra = is_infra(&record.reason);
-    let (used, budget, kind) = if infra {
-        (
-            cx.st.infra_restarts,
-            policy.max_infra_restarts,
-            "infrastructure ",
-        )
-    } else {
-        let app = cx.st.restarts.saturating_sub(cx.st.infra_restarts);
-        (app, policy.max_restarts, "")
-    };
-    if used >= budget {
-        let msg = format!("{kind}restart budget exhausted ({used} of {budget}); {summary}");
-        return cx.fail("RestartBudgetExhausted", msg, pods);
-    }
-    // An attempt the infrastructure ended says nothing about the job's own progress.
-    let without = if progressed {
-        0
-    } else if infra {
-        cx.st.restarts_without_progress
-    } else {
-        cx.st.restarts_without_progress + 1
-    };
-    if without > policy.max_restarts_without_progress {
-        let msg = format!(
-            "{without} consecutive failed attempts without a newer checkpoint (limit {}); {summary}",
-            policy.max_restarts_without_progress
-        );
-        return cx.fail("NoProgress", msg, pods);
-    }
-    cx.st.restarts += 1;
-    cx.st.infra_restarts += u32::from(infra);
-    cx.st.restarts_without_progress = without;
-    let delay = backoff(spec, cx.st.restarts);
+    )
+}
+
+/// When the next attempt may start: `delay` after `now`, rounded up to whole seconds.
+fn next_attempt_time(now: Timestamp, delay: Duration) -> Option<Time> {
     let delay_secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
     // Status times have whole seconds: round up, so the wait is never shorter than the backoff.
     let ceil_now = now.as_second() + i64::from(now.subsec_nanosecond() > 0);
-    cx.st.next_attempt_time = Timestamp::from_second(ceil_now + delay_secs).ok().map(time);
-    cx.set_phase(Phase::Restarting);
-    set_condition(&mut cx.st, "Running", false, "GangRestart", "", now);
-    set_condition(
-        &mut cx.st,
-        "Restarting",
-        true,
-        &record.reason,
-        &summary,
-        now,
-    );
-    cx.event(
-        false,
-        "GangRestart",
-        format!(
-            "deleting attempt {attempt}; attempt {} starts in {}s",
-            attempt + 1,
-            delay.as_secs()
-        ),
-    );
-    let action = delete_all(pods, spec, now);
-    cx.outcome(
-        action,
-        Some(DELETE_POLL.min(delay.max(Duration::from_secs(1)))),
-    )
+    Timestamp::from_second(ceil_now + delay_secs).ok().map(time)
+}
+
+impl Ctx<'_> {
+    /// Ends attempt `self.st.attempt` after `root` failed (or the pod of rank `vanished`
+    /// disappeared): records the failure, then fails the job (non-retryable exit, a budget
+    /// used up, no progress) or deletes the gang for a restart after the backoff.
+    pub(super) fn restart_or_fail(
+        mut self,
+        name: &str,
+        pods: &[PodView],
+        root: Option<&PodView>,
+        vanished: Option<u32>,
+    ) -> Outcome {
+        let record = failure_record(self.st.attempt, name, root, vanished, self.now);
+        let progressed = self.record_checkpoint(pods);
+        let summary = summarize(&record);
+        self.event(true, "RankFailed", summary.clone());
+        self.st.last_failure = Some(record.clone());
+        match self.verdict(&record, &summary, progressed) {
+            Verdict::Fail(reason, message) => self.fail(reason, message, pods),
+            Verdict::Restart {
+                infra,
+                without_progress,
+            } => self.schedule_restart(&record, &summary, infra, without_progress, pods),
+        }
+    }
+
+    /// Takes the newest checkpoint the pods reported, with an event; whether there was one
+    /// (the attempt made progress).
+    fn record_checkpoint(&mut self, pods: &[PodView]) -> bool {
+        let Some(c) = reported_checkpoint(pods, self.st.last_checkpoint.as_ref()) else {
+            return false;
+        };
+        self.event(
+            false,
+            "CheckpointCommitted",
+            format!("step {} at {}", c.step, c.path.as_deref().unwrap_or("?")),
+        );
+        self.st.last_checkpoint = Some(c);
+        true
+    }
+
+    /// Applies the failure policy, in order: a non-retryable exit code, the restart budget
+    /// (infrastructure or application), then the limit on restarts without progress.
+    fn verdict(&self, record: &FailureRecord, summary: &str, progressed: bool) -> Verdict {
+        let policy = &self.spec.failure_policy;
+        if let Some(code) = record
+            .exit_code
+            .filter(|c| policy.non_retryable_exit_codes.contains(c))
+        {
+            let msg = format!("exit code {code} is not retryable; {summary}");
+            return Verdict::Fail("NonRetryableExitCode", msg);
+        }
+        let infra = is_infra(&record.reason);
+        let (used, budget, kind) = if infra {
+            (
+                self.st.infra_restarts,
+                policy.max_infra_restarts,
+                "infrastructure ",
+            )
+        } else {
+            let app = self.st.restarts.saturating_sub(self.st.infra_restarts);
+            (app, policy.max_restarts, "")
+        };
+        if used >= budget {
+            let msg = format!("{kind}restart budget exhausted ({used} of {budget}); {summary}");
+            return Verdict::Fail("RestartBudgetExhausted", msg);
+        }
+        // An attempt the infrastructure ended says nothing about the job's own progress.
+        let without_progress = if progressed {
+            0
+        } else if infra {
+            self.st.restarts_without_progress
+        } else {
+            self.st.restarts_without_progress + 1
+        };
+        if without_progress > policy.max_restarts_without_progress {
+            let msg = format!(
+                "{without_progress} consecutive failed attempts without a newer checkpoint \
+                 (limit {}); {summary}",
+                policy.max_restarts_without_progress
+            );
+            return Verdict::Fail("NoProgress", msg);
+        }
+        Verdict::Restart {
+            infra,
+            without_progress,
+        }
+    }
+
+    /// Counts the restart, sets `Restarting` with the next attempt's time after the backoff,
+    /// and deletes the gang.
+    fn schedule_restart(
+        mut self,
+        record: &FailureRecord,
+        summary: &str,
+        infra: bool,
+        without_progress: u32,
+        pods: &[PodView],
+    ) -> Outcome {
+        let (spec, now, attempt) = (self.spec, self.now, self.st.attempt);
+        self.st.restarts += 1;
+        self.st.infra_restarts += u32::from(infra);
+        self.st.restarts_without_progress = without_progress;
+        let delay = backoff(spec, self.st.restarts);
+        self.st.next_attempt_time = next_attempt_time(now, delay);
+        self.set_phase(Phase::Restarting);
+        set_condition(&mut self.st, "Running", false, "GangRestart", "", now);
+        set_condition(
+            &mut self.st,
+            "Restarting",
+            true,
+            &record.reason,
+            summary,
+            now,
+        );
+        self.event(
+            false,
+            "GangRestart",
+            format!(
+                "deleting attempt {attempt}; attempt {} starts in {}s",
+                attempt + 1,
+                delay.as_secs()
+            ),
+        );
+        let action = delete_all(pods, spec, now);
+        self.outcome(
+            action,
+            Some(DELETE_POLL.min(delay.max(Duration::from_secs(1)))),
+        )
+    }
 }
