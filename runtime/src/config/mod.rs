@@ -143,6 +143,50 @@ mod tests {
         }
     }
 
+    /// The contract's layout reader (which the operator checks pods against) reads every
+    /// example as the runtime's validation does, with overrides in either form.
+    #[test]
+    fn the_contract_reads_the_layout_the_runtime_validates() {
+        let mut names: Vec<_> = std::fs::read_dir(configs_dir())
+            .expect("configs/qwen3 exists")
+            .map(|e| e.expect("readable dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        names.sort();
+        let overrides: [&[&str]; 3] = [
+            &[],
+            &["--parallel_config.data_parallel", "1"],
+            &[
+                "--parallel_config.pipeline_stage=1",
+                "--parallel_config.model_parallel=1",
+            ],
+        ];
+        for path in names {
+            for o in overrides {
+                let args: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+                let tree = source::load(&path, &args, &source::Disk).expect("loads");
+                let layout = ParallelLayout::of(&tree)
+                    .expect("valid")
+                    .unwrap_or(ParallelLayout {
+                        data_parallel: 1,
+                        model_parallel: 1,
+                        pipeline_stage: 1,
+                    });
+                let Ok(plan) = load(&path, &args).and_then(|c| c.validate()) else {
+                    continue; // a layout the example's model cannot take
+                };
+                let ours = (plan.dp_size, plan.tp_size, plan.pp_size);
+                let theirs = (
+                    layout.data_parallel as usize,
+                    layout.model_parallel as usize,
+                    layout.pipeline_stage as usize,
+                );
+                assert_eq!(ours, theirs, "{} {o:?}", path.display());
+                assert_eq!(layout.world_size(), Some(plan.world_size as u64));
+            }
+        }
+    }
+
     #[test]
     fn qwen3_32b_matches_mindformers_numbers() {
         let plan = load(&example("pretrain_qwen3_32b_4k.yaml"), &[])

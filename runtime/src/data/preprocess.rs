@@ -322,6 +322,74 @@ impl Progress {
     }
 }
 
+/// What the writer has written so far.
+#[derive(Default)]
+struct Written {
+    documents: u64,
+    skipped: u64,
+    tokens: u64,
+    bytes: u64,
+}
+
+/// Writes the workers' batches in input order (batch 0, 1, 2, ... whatever order they finish
+/// in), handing the reader one credit back per batch, until the workers are done. A malformed
+/// line stops the job unless `skip_bad_lines`.
+fn write_in_order(
+    done_rx: &Receiver<Encoded>,
+    credit_tx: &Sender<()>,
+    builders: &mut [IndexedDatasetBuilder],
+    skip_bad_lines: bool,
+    progress: &mut Progress,
+    w: &mut Written,
+) -> Result<()> {
+    let mut pending = BTreeMap::new();
+    let mut next = 0u64;
+    for encoded in done_rx {
+        pending.insert(encoded.seq, encoded);
+        while let Some(batch) = pending.remove(&next) {
+            next += 1;
+            w.bytes += batch.bytes;
+            for doc in batch.docs {
+                match doc {
+                    Ok(Some(doc)) => {
+                        for ((ids, lens), builder) in doc.iter().zip(builders.iter_mut()) {
+                            let mut start = 0;
+                            for &len in lens {
+                                builder.add_item_u32(&ids[start..start + len])?;
+                                start += len;
+                            }
+                            builder.end_document();
+                            w.tokens += ids.len() as u64;
+                        }
+                        w.documents += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) if skip_bad_lines => {
+                        w.skipped += 1;
+                        if w.skipped <= 10 {
+                            tracing::warn!("skipping {e}");
+                        }
+                    }
+                    Err(Error::BadLine { path, line, reason }) => {
+                        return Err(Error::BadLine {
+                            path,
+                            line,
+                            reason: format!(
+                                "{reason}; fix the line, or pass --skip-bad-lines to count and \
+                                 skip such lines"
+                            ),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let _ = credit_tx.send(());
+            progress.update(w.bytes, w.documents, w.tokens);
+        }
+    }
+    Ok(())
+}
+
 /// Runs the whole preprocessing job.
 pub fn run(opts: &PreprocessOptions) -> Result<PreprocessReport> {
     let started = Instant::now();
@@ -364,7 +432,7 @@ pub fn run(opts: &PreprocessOptions) -> Result<PreprocessReport> {
         let _ = credit_tx.send(());
     }
     let mut progress = Progress::new(total_bytes, opts.progress_bar, opts.log_interval);
-    let (mut documents, mut skipped, mut tokens, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut written = Written::default();
     let outcome: Result<()> = std::thread::scope(|scope| {
         let reader = scope.spawn({
             let files = &files;
@@ -377,54 +445,14 @@ pub fn run(opts: &PreprocessOptions) -> Result<PreprocessReport> {
         }
         drop(work_rx);
         drop(done_tx);
-        let mut pending = BTreeMap::new();
-        let mut next = 0u64;
-        let result = (|| {
-            for encoded in &done_rx {
-                pending.insert(encoded.seq, encoded);
-                while let Some(batch) = pending.remove(&next) {
-                    next += 1;
-                    bytes += batch.bytes;
-                    for doc in batch.docs {
-                        match doc {
-                            Ok(Some(doc)) => {
-                                for ((ids, lens), builder) in doc.iter().zip(builders.iter_mut()) {
-                                    let mut start = 0;
-                                    for &len in lens {
-                                        builder.add_item_u32(&ids[start..start + len])?;
-                                        start += len;
-                                    }
-                                    builder.end_document();
-                                    tokens += ids.len() as u64;
-                                }
-                                documents += 1;
-                            }
-                            Ok(None) => {}
-                            Err(e) if opts.skip_bad_lines => {
-                                skipped += 1;
-                                if skipped <= 10 {
-                                    tracing::warn!("skipping {e}");
-                                }
-                            }
-                            Err(Error::BadLine { path, line, reason }) => {
-                                return Err(Error::BadLine {
-                                    path,
-                                    line,
-                                    reason: format!(
-                                        "{reason}; fix the line, or pass --skip-bad-lines to \
-                                         count and skip such lines"
-                                    ),
-                                })
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    let _ = credit_tx.send(());
-                    progress.update(bytes, documents, tokens);
-                }
-            }
-            Ok(())
-        })();
+        let result = write_in_order(
+            &done_rx,
+            &credit_tx,
+            &mut builders,
+            opts.skip_bad_lines,
+            &mut progress,
+            &mut written,
+        );
         // On error, closing our ends stops the reader and the workers.
         drop(done_rx);
         drop(credit_tx);
@@ -435,7 +463,7 @@ pub fn run(opts: &PreprocessOptions) -> Result<PreprocessReport> {
     });
     progress.finish();
     outcome?;
-    if documents == 0 {
+    if written.documents == 0 {
         return Err(Error::InvalidArgument(format!(
             "no documents found in {} input file(s); check --input and --json-keys",
             files.len()
@@ -447,10 +475,10 @@ pub fn run(opts: &PreprocessOptions) -> Result<PreprocessReport> {
         .collect::<Result<Vec<_>>>()?;
     Ok(PreprocessReport {
         files,
-        documents,
-        skipped_lines: skipped,
-        tokens,
-        bytes,
+        documents: written.documents,
+        skipped_lines: written.skipped,
+        tokens: written.tokens,
+        bytes: written.bytes,
         outputs,
         dtype,
         eod,

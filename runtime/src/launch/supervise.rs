@@ -216,8 +216,19 @@ fn run_once(
             let _ = p.join();
         }
     }
-    // The cause, not its echoes: a non-retryable code first, then a worker killed by a
-    // signal, then the first failure (other workers then usually report a lost peer, 1).
+    Ok(outcome_of(opts, &workers, &failures, remote, restart))
+}
+
+/// The attempt's outcome: the cause, not its echoes. A non-retryable code first, then a worker
+/// killed by a signal, then the first failure (other workers then usually report a lost peer,
+/// 1); else a failure another node recorded in the store (`remote`); else the workers' codes.
+fn outcome_of(
+    opts: &LaunchOptions,
+    workers: &[Worker],
+    failures: &[(usize, i32)],
+    remote: Option<String>,
+    restart: u32,
+) -> Outcome {
     let cause = |c: i32| match c {
         c if !exit::is_retryable(c) => 0,
         c if c > 128 => 1,
@@ -228,7 +239,7 @@ fn run_once(
         .enumerate()
         .min_by_key(|(i, (_, c))| (cause(*c), *i))
         .map(|(_, f)| *f);
-    let outcome = match (chosen, remote) {
+    match (chosen, remote) {
         (Some((rank, code)), _) => {
             let log = &workers[rank - opts.node_rank * opts.local_worker_num].log;
             let detail = last_error(log).unwrap_or_else(|| format!("see {}", log.display()));
@@ -274,8 +285,7 @@ fn run_once(
                 restarts: restart,
             }
         }
-    };
-    Ok(outcome)
+    }
 }
 
 /// Attempts until success, a non-retryable failure, a stop request, or the restart budget is

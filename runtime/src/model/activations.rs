@@ -25,7 +25,7 @@ pub struct Activations {
     pub(super) k_rstd: Vec<f32>,    // (L, N, Nkv)
     pub(super) k: Vec<f32>,         // (L, N, Nkv·d)
     pub(super) v: Vec<f32>,         // (L, N, Nkv·d)
-    pub(super) att: Vec<f32>,       // (L, B, Nq, T, T)
+    pub(super) lse: Vec<f32>,       // (L, B, Nq, T) attention row log-sum-exps
     pub(super) attn_out: Vec<f32>,  // (L, N, Nq·d)
     pub(super) resid_mid: Vec<f32>, // (L, N, H)
     pub(super) ln2: Vec<f32>,       // (L, N, H)
@@ -69,7 +69,7 @@ pub(super) struct LayerActs<'a> {
     pub(super) k_rstd: &'a mut [f32],   // (N, Nkv)
     pub(super) k: &'a mut [f32],        // (N, Nkv·d)
     pub(super) v: &'a mut [f32],        // (N, Nkv·d)
-    pub(super) att: &'a mut [f32],      // (B, Nq, T, T)
+    pub(super) lse: &'a mut [f32],      // (B, Nq, T) attention row log-sum-exps
     pub(super) attn_out: &'a mut [f32], // (N, Nq·d)
     pub(super) mid: &'a mut [f32],      // (N, H) after the attention residual
     pub(super) ln2: &'a mut [f32],      // (N, H)
@@ -100,7 +100,6 @@ pub(super) struct GradScratch {
     pub(super) dv: Vec<f32>,      // (N, Nkv·d)
     pub(super) dq_raw: Vec<f32>,  // (N, Nq·d)
     pub(super) dk_raw: Vec<f32>,  // (N, Nkv·d)
-    pub(super) datt: Vec<f32>,    // (B, Nq, T, T)
     pub(super) dgate: Vec<f32>,   // (N, F)
     pub(super) dup: Vec<f32>,     // (N, F)
     pub(super) dact: Vec<f32>,    // (N, F)
@@ -137,7 +136,7 @@ impl Activations {
             k_rstd: z(l * n * nkv),
             k: z(l * n * kv),
             v: z(l * n * kv),
-            att: z(l * b * nq * t * t),
+            lse: z(l * b * nq * t),
             attn_out: z(l * n * q),
             resid_mid: z(l * n * h),
             ln2: z(l * n * h),
@@ -169,7 +168,6 @@ impl Activations {
                 dv: z(n * kv),
                 dq_raw: z(n * q),
                 dk_raw: z(n * kv),
-                datt: z(b * nq * t * t),
                 dgate: z(n * f),
                 dup: z(n * f),
                 dact: z(n * f),
@@ -198,7 +196,7 @@ impl Activations {
             k_rstd: slot(&mut self.k_rstd, l, layers),
             k: slot(&mut self.k, l, layers),
             v: slot(&mut self.v, l, layers),
-            att: slot(&mut self.att, l, layers),
+            lse: slot(&mut self.lse, l, layers),
             attn_out: slot(&mut self.attn_out, l, layers),
             mid: slot(&mut self.resid_mid, l, layers),
             ln2: slot(&mut self.ln2, l, layers),

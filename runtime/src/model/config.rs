@@ -67,43 +67,99 @@ fn default_act() -> String {
     "silu".into()
 }
 
+/// A configuration the runtime cannot run: the fields involved (HF names) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    /// The field(s), HF names (which are also MindFormers' `model_config` keys).
+    pub fields: &'static [&'static str],
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigIssue {
+    /// The fields as dotted keys under `prefix` (`model.model_config`), comma-separated.
+    pub fn keys(&self, prefix: &str) -> String {
+        let keys: Vec<String> = self
+            .fields
+            .iter()
+            .map(|f| format!("{prefix}.{f}"))
+            .collect();
+        keys.join(", ")
+    }
+}
+
 impl Qwen3Config {
-    /// Checks what the runtime supports; errors say which field and why.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Config(m));
+    /// The one check of a Qwen3 model configuration, whether it comes from a training config
+    /// or an HF `config.json`: what the runtime supports and what the model needs to be
+    /// well-formed.
+    pub fn check(&self) -> std::result::Result<(), ConfigIssue> {
+        let issue = |fields, message: String| Err(ConfigIssue { fields, message });
         if self.hidden_act != "silu" {
-            return bad(format!(
-                "hidden_act `{}` is not supported; Qwen3 uses silu",
-                self.hidden_act
-            ));
+            return issue(
+                &["hidden_act"],
+                format!(
+                    "`{}` is not supported; Qwen3 uses silu (MindFormers: swiglu)",
+                    self.hidden_act
+                ),
+            );
         }
         if self.attention_bias {
-            return bad("attention_bias: true is not supported (no Qwen3 release uses it)".into());
+            return issue(
+                &["attention_bias"],
+                "true is not supported (no Qwen3 release uses it)".into(),
+            );
         }
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("head_dim", self.head_dim),
-        ] {
+        let sizes: [(&'static [&'static str], usize); 8] = [
+            (&["vocab_size"], self.vocab_size),
+            (&["hidden_size"], self.hidden_size),
+            (&["intermediate_size"], self.intermediate_size),
+            (&["num_hidden_layers"], self.num_hidden_layers),
+            (&["num_attention_heads"], self.num_attention_heads),
+            (&["num_key_value_heads"], self.num_key_value_heads),
+            (&["head_dim"], self.head_dim),
+            (&["max_position_embeddings"], self.max_position_embeddings),
+        ];
+        for (field, v) in sizes {
             if v == 0 {
-                return bad(format!("{name} must be positive"));
+                return issue(field, "must be at least 1".into());
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
-            return bad(format!(
-                "num_attention_heads {} must be a multiple of num_key_value_heads {} (grouped-query \
-                 attention shares each KV head among a whole number of query heads)",
-                self.num_attention_heads, self.num_key_value_heads
-            ));
+        let (heads, kv) = (self.num_attention_heads, self.num_key_value_heads);
+        if heads % kv != 0 {
+            return issue(
+                &["num_attention_heads", "num_key_value_heads"],
+                format!(
+                    "{heads} query heads cannot be shared evenly by {kv} key/value heads (GQA \
+                     needs num_attention_heads to be a multiple of num_key_value_heads)"
+                ),
+            );
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!("head_dim {} must be even for RoPE", self.head_dim));
+            return issue(
+                &["head_dim"],
+                format!(
+                    "{} must be even (RoPE rotates pairs of dimensions)",
+                    self.head_dim
+                ),
+            );
+        }
+        let positive: [(&'static [&'static str], f64); 3] = [
+            (&["rms_norm_eps"], self.rms_norm_eps),
+            (&["rope_theta"], self.rope_theta),
+            (&["initializer_range"], self.initializer_range),
+        ];
+        for (field, v) in positive {
+            if v.is_nan() || v <= 0.0 {
+                return issue(field, format!("{v} must be positive"));
+            }
         }
         Ok(())
+    }
+
+    /// [`Qwen3Config::check`] as a model error.
+    pub fn validate(&self) -> Result<()> {
+        self.check()
+            .map_err(|i| Error::Config(format!("{}: {}", i.fields.join(", "), i.message)))
     }
 
     /// Parses an HF `config.json`, accepting 5.x's `rope_parameters` and rejecting what the
@@ -200,6 +256,45 @@ mod tests {
         );
         let bad = v4.replace(r#""num_key_value_heads": 2"#, r#""num_key_value_heads": 3"#);
         assert!(Qwen3Config::from_hf_json(&bad).is_err());
+    }
+
+    #[test]
+    fn one_check_names_the_fields_for_either_source() {
+        let ok = Qwen3Config::from_hf_json(
+            r#"{"vocab_size": 128, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 32}"#,
+        )
+        .expect("valid");
+        let issue = |f: fn(&mut Qwen3Config)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            c.check().expect_err("refused")
+        };
+        let i = issue(|c| c.num_key_value_heads = 3);
+        assert_eq!(
+            i.keys("model.model_config"),
+            "model.model_config.num_attention_heads, model.model_config.num_key_value_heads"
+        );
+        assert!(i.message.contains("multiple of"), "{}", i.message);
+        assert_eq!(issue(|c| c.head_dim = 15).fields, ["head_dim"]);
+        assert_eq!(issue(|c| c.hidden_size = 0).fields, ["hidden_size"]);
+        assert_eq!(issue(|c| c.rms_norm_eps = 0.0).fields, ["rms_norm_eps"]);
+        assert_eq!(issue(|c| c.rope_theta = f64::NAN).fields, ["rope_theta"]);
+        assert_eq!(
+            issue(|c| c.hidden_act = "gelu".into()).fields,
+            ["hidden_act"]
+        );
+        let e = Qwen3Config {
+            attention_bias: true,
+            ..ok.clone()
+        }
+        .validate()
+        .expect_err("refused");
+        assert!(
+            e.to_string().starts_with("model config: attention_bias: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,57 +43,10 @@ impl Config {
 
     /// [`Config::validate`] with a supervisor's settings applied: the plan is final.
     pub fn validate_for(&self, launch: &LaunchSettings) -> Result<TrainPlan> {
-        ensure(
-            self.trainer.kind == "CausalLanguageModelingTrainer",
-            "trainer.type",
-            || {
-                format!(
-                    "`{}` is not supported; use CausalLanguageModelingTrainer",
-                    self.trainer.kind
-                )
-            },
-        )?;
-        ensure(
-            self.load_ckpt_format == CheckpointFormat::Safetensors,
-            "load_ckpt_format",
-            || {
-                "only safetensors checkpoints can be loaded; convert MindSpore .ckpt files first"
-                    .into()
-            },
-        )?;
-        ensure(!self.layer_scale, "layer_scale", || {
-            "layer-wise lr scaling is not supported; set layer_scale: False".into()
-        })?;
-        ensure(!self.output_dir.is_empty(), "output_dir", || {
-            "is empty; give a directory for logs and checkpoints such as ./output".into()
-        })?;
+        self.check_trainer()?;
         let (dp, tp, pp, world, mbn) = self.check_parallel()?;
         let r = &self.runner_config;
-        ensure(r.batch_size >= 1, "runner_config.batch_size", || {
-            "must be at least 1".into()
-        })?;
-        ensure(r.epochs >= 1, "runner_config.epochs", || {
-            "must be at least 1".into()
-        })?;
-        ensure(
-            r.gradient_accumulation_steps >= 1,
-            "runner_config.gradient_accumulation_steps",
-            || "must be at least 1".into(),
-        )?;
-        let micro_batches = if pp > 1 {
-            ensure(
-                r.gradient_accumulation_steps == 1,
-                "runner_config.gradient_accumulation_steps, parallel_config.micro_batch_num",
-                || {
-                    "with pipeline_stage > 1 the micro-batches per step come from \
-                     micro_batch_num; set gradient_accumulation_steps: 1"
-                        .into()
-                },
-            )?;
-            mbn
-        } else {
-            r.gradient_accumulation_steps
-        };
+        let micro_batches = self.check_runner(pp, mbn)?;
         let global_batch = r.batch_size * micro_batches * dp;
         let data = self.check_data(global_batch)?;
         let steps_per_epoch = self.train_dataset.data_loader.sizes[0] / global_batch;
@@ -106,38 +59,10 @@ impl Config {
         let layers_per_stage = check_layers(&self.model.model_config, pp)?;
         let optimizer = self.check_optimizer()?;
         let lr_schedule = self.check_lr(train_steps)?;
-        let w = &self.runner_wrapper;
-        ensure(
-            !w.use_clip_grad || (w.max_grad_norm > 0.0 && w.max_grad_norm.is_finite()),
-            "runner_wrapper.max_grad_norm",
-            || {
-                format!(
-                    "{} must be a positive number (or set use_clip_grad: False)",
-                    w.max_grad_norm
-                )
-            },
-        )?;
+        let max_grad_norm = self.check_clip()?;
         let health = self.check_health()?;
         let (log_every_steps, checkpoint) = self.check_callbacks()?;
-        let tensorboard = match &self.tensorboard {
-            None => None,
-            Some(t) => {
-                ensure(
-                    t.tensorboard_queue_size >= 1,
-                    "tensorboard.tensorboard_queue_size",
-                    || "must be at least 1".into(),
-                )?;
-                Some(TensorboardPlan {
-                    dir: t.tensorboard_dir.as_ref().map_or_else(
-                        || Path::new(&self.output_dir).join("tensorboard"),
-                        PathBuf::from,
-                    ),
-                    queue_size: to_usize(t.tensorboard_queue_size),
-                    log_loss_scale: t.log_loss_scale_to_tensorboard,
-                    log_timers: t.log_timers_to_tensorboard,
-                })
-            }
-        };
+        let tensorboard = self.check_tensorboard()?;
         let ds = &self.train_dataset;
         ensure(
             ds.num_parallel_workers >= 1,
@@ -184,7 +109,7 @@ impl Config {
             layers_per_stage,
             optimizer,
             lr_schedule,
-            max_grad_norm: w.use_clip_grad.then_some(w.max_grad_norm),
+            max_grad_norm,
             data,
             num_workers: to_usize(ds.num_parallel_workers),
             prefetch_batches: to_usize(ds.prefetch_size),
@@ -197,6 +122,101 @@ impl Config {
             checkpoint,
             tensorboard,
         })
+    }
+
+    /// The trainer, checkpoint format and output keys.
+    fn check_trainer(&self) -> Result<()> {
+        ensure(
+            self.trainer.kind == "CausalLanguageModelingTrainer",
+            "trainer.type",
+            || {
+                format!(
+                    "`{}` is not supported; use CausalLanguageModelingTrainer",
+                    self.trainer.kind
+                )
+            },
+        )?;
+        ensure(
+            self.load_ckpt_format == CheckpointFormat::Safetensors,
+            "load_ckpt_format",
+            || {
+                "only safetensors checkpoints can be loaded; convert MindSpore .ckpt files first"
+                    .into()
+            },
+        )?;
+        ensure(!self.layer_scale, "layer_scale", || {
+            "layer-wise lr scaling is not supported; set layer_scale: False".into()
+        })?;
+        ensure(!self.output_dir.is_empty(), "output_dir", || {
+            "is empty; give a directory for logs and checkpoints such as ./output".into()
+        })
+    }
+
+    /// `runner_config`; returns the micro-batches per step: `micro_batch_num` with pipeline
+    /// stages (`mbn`), else `gradient_accumulation_steps`.
+    fn check_runner(&self, pp: u64, mbn: u64) -> Result<u64> {
+        let r = &self.runner_config;
+        ensure(r.batch_size >= 1, "runner_config.batch_size", || {
+            "must be at least 1".into()
+        })?;
+        ensure(r.epochs >= 1, "runner_config.epochs", || {
+            "must be at least 1".into()
+        })?;
+        ensure(
+            r.gradient_accumulation_steps >= 1,
+            "runner_config.gradient_accumulation_steps",
+            || "must be at least 1".into(),
+        )?;
+        if pp == 1 {
+            return Ok(r.gradient_accumulation_steps);
+        }
+        ensure(
+            r.gradient_accumulation_steps == 1,
+            "runner_config.gradient_accumulation_steps, parallel_config.micro_batch_num",
+            || {
+                "with pipeline_stage > 1 the micro-batches per step come from \
+                 micro_batch_num; set gradient_accumulation_steps: 1"
+                    .into()
+            },
+        )?;
+        Ok(mbn)
+    }
+
+    /// `runner_wrapper`: the gradient-norm clip, if any.
+    fn check_clip(&self) -> Result<Option<f64>> {
+        let w = &self.runner_wrapper;
+        ensure(
+            !w.use_clip_grad || (w.max_grad_norm > 0.0 && w.max_grad_norm.is_finite()),
+            "runner_wrapper.max_grad_norm",
+            || {
+                format!(
+                    "{} must be a positive number (or set use_clip_grad: False)",
+                    w.max_grad_norm
+                )
+            },
+        )?;
+        Ok(w.use_clip_grad.then_some(w.max_grad_norm))
+    }
+
+    /// `tensorboard`: event files under `tensorboard_dir`, by default `<output_dir>/tensorboard`.
+    fn check_tensorboard(&self) -> Result<Option<TensorboardPlan>> {
+        let Some(t) = &self.tensorboard else {
+            return Ok(None);
+        };
+        ensure(
+            t.tensorboard_queue_size >= 1,
+            "tensorboard.tensorboard_queue_size",
+            || "must be at least 1".into(),
+        )?;
+        Ok(Some(TensorboardPlan {
+            dir: t.tensorboard_dir.as_ref().map_or_else(
+                || Path::new(&self.output_dir).join("tensorboard"),
+                PathBuf::from,
+            ),
+            queue_size: to_usize(t.tensorboard_queue_size),
+            log_loss_scale: t.log_loss_scale_to_tensorboard,
+            log_timers: t.log_timers_to_tensorboard,
+        }))
     }
 
     /// Returns (dp, tp, pp, world size, micro_batch_num).
@@ -244,6 +264,7 @@ impl Config {
         ))
     }
 
+    /// `train_dataset`: the Megatron data description, sized for the global batch.
     fn check_data(&self, global_batch: u64) -> Result<DataConfig> {
         let ds = &self.train_dataset;
         let dl = &ds.data_loader;
@@ -311,38 +332,7 @@ impl Config {
         ensure(ds.drop_remainder, "train_dataset.drop_remainder", || {
             "only True is supported (every step needs a full global batch)".into()
         })?;
-        const COLUMNS: [&str; 5] = [
-            "input_ids",
-            "labels",
-            "loss_mask",
-            "position_ids",
-            "attention_mask",
-        ];
-        for column in &ds.input_columns {
-            ensure(
-                COLUMNS.contains(&column.as_str()),
-                "train_dataset.input_columns",
-                || {
-                    format!(
-                        "unknown column `{column}`; choose from {}",
-                        COLUMNS.join(", ")
-                    )
-                },
-            )?;
-        }
-        for needed in ["input_ids", "labels"] {
-            ensure(
-                ds.input_columns.iter().any(|c| c == needed),
-                "train_dataset.input_columns",
-                || format!("must include {needed}"),
-            )?;
-        }
-        let wants_mask = ds.input_columns.iter().any(|c| c == "attention_mask");
-        ensure(
-            !wants_mask || c.create_attention_mask,
-            "train_dataset.input_columns, train_dataset.data_loader.config.create_attention_mask",
-            || "attention_mask is listed but not created; set create_attention_mask: True".into(),
-        )?;
+        check_input_columns(&ds.input_columns, c.create_attention_mask)?;
         let cache = match c.path_to_cache.as_str() {
             "" => CacheMode::BesideData,
             "off" => CacheMode::Off,
@@ -366,6 +356,43 @@ impl Config {
             cache,
         })
     }
+}
+
+/// `train_dataset.input_columns`: known names, ids and labels included, a mask only when created.
+fn check_input_columns(columns: &[String], create_attention_mask: bool) -> Result<()> {
+    const COLUMNS: [&str; 5] = [
+        "input_ids",
+        "labels",
+        "loss_mask",
+        "position_ids",
+        "attention_mask",
+    ];
+    for column in columns {
+        ensure(
+            COLUMNS.contains(&column.as_str()),
+            "train_dataset.input_columns",
+            || {
+                format!(
+                    "unknown column `{column}`; choose from {}",
+                    COLUMNS.join(", ")
+                )
+            },
+        )?;
+    }
+    for needed in ["input_ids", "labels"] {
+        ensure(
+            columns.iter().any(|c| c == needed),
+            "train_dataset.input_columns",
+            || format!("must include {needed}"),
+        )?;
+    }
+    let wants_mask = columns.iter().any(|c| c == "attention_mask");
+    ensure(
+        !wants_mask || create_attention_mask,
+        "train_dataset.input_columns, train_dataset.data_loader.config.create_attention_mask",
+        || "attention_mask is listed but not created; set create_attention_mask: True".into(),
+    )?;
+    Ok(())
 }
 
 /// Shared test helpers for the validation tests.

@@ -1,11 +1,12 @@
 //! The attention block: `y = o_proj(attention(rope(k_norm(k_proj(ln1(x)))), ...))`, with
 //! q/k RMSNorm per head before RoPE (Qwen3), grouped-query heads, and the causal kernel
-//! behind [`core_attention_forward`]/[`core_attention_backward`], the one place a different
-//! kernel (one that keeps only each row's log-sum-exp, say) plugs in.
+//! behind [`core_attention_forward`]/[`core_attention_backward`]: FlashAttention-2 style
+//! tiles that keep only each row's log-sum-exp, so no T × T buffer exists in a training step.
 
 use super::super::activations::{add_into, HeadScratch, LayerActs, LayerScratch};
-use super::super::ops::attention::{
-    attention_backward, attention_forward, AttnBackwardScratch, AttnDims,
+use super::super::ops::attention::AttnDims;
+use super::super::ops::flash_attention::{
+    flash_attention_backward, flash_attention_forward, FlashBackwardScratch,
 };
 use super::super::ops::linear::{linear_backward, linear_forward};
 use super::super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
@@ -40,7 +41,7 @@ pub(crate) fn attention_block_forward(
     rope_forward(a.q, s.cos, s.sin, nq, d);
     rmsnorm_forward(a.k, a.k_rstd, a.k_raw, w[P::KNorm as usize], d, eps);
     rope_forward(a.k, s.cos, s.sin, nkv, d);
-    core_attention_forward(a.attn_out, a.att, s.heads, a.q, a.k, a.v, dm.attn);
+    core_attention_forward(a.attn_out, a.lse, s.heads, a.q, a.k, a.v, dm.attn);
     linear_forward(s.proj, a.attn_out, w[P::OProj as usize], n, qd, h);
     tp.row_parallel_output(s.proj)
 }
@@ -72,11 +73,11 @@ pub(crate) fn attention_block_backward(
     );
     core_attention_backward(
         (&mut g.dq, &mut g.dk, &mut g.dv),
-        &mut g.datt,
         s.heads,
         &g.dattn,
+        a.attn_out,
         (a.q, a.k, a.v),
-        a.att,
+        a.lse,
         dm.attn,
     );
     rope_backward(&mut g.dq, s.cos, s.sin, nq, d);
@@ -147,8 +148,7 @@ pub(crate) fn attention_block_backward(
 }
 
 /// The attention kernel, forward: `out` (N, Nq·d) from q, k (after norm and RoPE) and v,
-/// keeping in `saved` what its backward needs (this explicit kernel: the probabilities,
-/// (B, Nq, T, T)).
+/// keeping in `saved` what its backward needs: each row's log-sum-exp (B, Nq, T).
 fn core_attention_forward(
     out: &mut [f32],
     saved: &mut [f32],
@@ -158,24 +158,24 @@ fn core_attention_forward(
     v: &[f32],
     dims: AttnDims,
 ) {
-    attention_forward(out, saved, &mut heads.q, q, k, v, dims);
+    flash_attention_forward(out, saved, &mut heads.q, q, k, v, dims);
 }
 
-/// The attention kernel, backward: `(dq, dk, dv)` from `dout` and what the forward saved.
+/// The attention kernel, backward: `(dq, dk, dv)` from `dout`, the forward's output and what
+/// it saved.
 fn core_attention_backward(
     (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
-    datt: &mut [f32],
     heads: &mut HeadScratch,
     dout: &[f32],
+    out: &[f32],
     (q, k, v): (&[f32], &[f32], &[f32]),
     saved: &[f32],
     dims: AttnDims,
 ) {
-    let scratch = AttnBackwardScratch {
-        datt,
+    let scratch = FlashBackwardScratch {
         dq: &mut heads.q,
         dk: &mut heads.k,
         dv: &mut heads.v,
     };
-    attention_backward(dq, dk, dv, scratch, dout, q, k, v, saved, dims);
+    flash_attention_backward(dq, dk, dv, scratch, dout, out, q, k, v, saved, dims);
 }

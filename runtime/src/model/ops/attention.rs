@@ -1,4 +1,6 @@
-//! Causal grouped-query attention as HF Qwen3 (eager): per query head h with KV head
+//! The explicit attention kernel, O(T²) memory: the reference [`super::flash_attention`] (which
+//! training uses) is tested against. Causal grouped-query attention as HF Qwen3 (eager): per
+//! query head h with KV head
 //! g = h / (Nq/Nkv), `P = softmax(Q_h·K_gᵀ·d^-0.5 + causal mask)`, `O_h = P·V_g`.
 //!
 //! Heads are multiplied in place inside the `(B, T, N, d)` activations through strided GEMM

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod flash_attention;
 pub mod linear;
 pub mod rmsnorm;
 pub mod rope;
