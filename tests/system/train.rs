@@ -77,6 +77,38 @@ fn plan(dir: &Path, data: &Path, extra: &[&str]) -> (TrainPlan, String) {
     (plan, config.to_yaml())
 }
 
+/// Recomputing every layer's activations in the backward (`recompute_config.recompute: True`)
+/// or only some (`[1]`: the first layer) trains to the same bits as keeping them.
+#[test]
+fn recompute_trains_to_the_same_bits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let run = |name: &str, extra: &[&str]| {
+        let (mut p, yaml) = plan(&dir.path().join(name), &data, extra);
+        p.train_steps = 4;
+        let summary = train(&p, &yaml).expect("train");
+        let ckpt = summary.last_checkpoint.expect("checkpoint");
+        let files: Vec<Vec<u8>> = ["model.safetensors", "optimizer.safetensors"]
+            .iter()
+            .map(|f| std::fs::read(ckpt.join(f)).expect("checkpoint file"))
+            .collect();
+        (summary.losses, files)
+    };
+    let kept = run("kept", &[]);
+    for (name, r) in [("all", "True"), ("first", "[1]")] {
+        let (p, _) = plan(
+            &dir.path().join(name),
+            &data,
+            &[&format!("--recompute_config.recompute={r}")],
+        );
+        assert_eq!(p.recompute_layers, [if name == "all" { 2 } else { 1 }]);
+        let got = run(name, &[&format!("--recompute_config.recompute={r}")]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.0), bits(&kept.0), "{name}: losses");
+        assert!(got.1 == kept.1, "{name}: checkpoint bytes differ");
+    }
+}
+
 #[test]
 fn loss_falls_and_resume_is_bit_exact() {
     let dir = tempfile::tempdir().expect("tempdir");

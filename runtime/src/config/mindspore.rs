@@ -182,8 +182,9 @@ opaque_section! {
 }
 
 opaque_section! {
-    /// `recompute_config`: activation recomputation switches. Ignored for now (no
-    /// recomputation yet).
+    /// `recompute_config`: activation recomputation. `recompute` is honoured (every layer, or
+    /// the first n of each pipeline stage); `select_recompute` is what the attention kernel
+    /// always does; the communication switches are MindSpore graph options, ignored.
     RecomputeConfig {
         /// Full recomputation (bool or per-stage list).
         recompute,

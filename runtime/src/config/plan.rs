@@ -50,6 +50,9 @@ pub struct TrainPlan {
     pub train_steps: u64,
     /// Decoder layers held by each pipeline stage.
     pub layers_per_stage: Vec<usize>,
+    /// Layers recomputed in the backward, per pipeline stage (the first ones of the stage):
+    /// `recompute_config.recompute`.
+    pub recompute_layers: Vec<usize>,
     /// AdamW hyper-parameters.
     pub optimizer: AdamWPlan,
     /// Learning rate per step.

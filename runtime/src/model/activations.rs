@@ -11,12 +11,26 @@ pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Largest logits buffer in bytes: the LM head and the loss run over chunks of tokens whose
+/// logits fit in it, so the (tokens × vocabulary) logits never exist whole once they would be
+/// larger (2.5 GB for Qwen3's 151,936 words at 4096 tokens).
+pub const LOGITS_CHUNK_BYTES: usize = 256 << 20;
+
+/// Tokens per logits chunk for `n` tokens over a vocabulary of `v`.
+pub fn loss_chunk(n: usize, v: usize) -> usize {
+    (LOGITS_CHUNK_BYTES / (v.max(1) * 4)).clamp(1, n.max(1))
+}
+
 /// Activations of one micro-batch shape, reused across steps.
 pub struct Activations {
     pub(super) b: usize,
     pub(super) t: usize,
-    pub(super) resid: Vec<f32>,     // (L+1, N, H)
-    pub(super) ln1: Vec<f32>,       // (L, N, H)
+    /// The first `recompute` layers are recomputed in the backward.
+    recompute: usize,
+    pub(super) resid: Vec<f32>, // (L+1, N, H)
+    // The buffers below hold S sets, S = L without recomputation: one per layer kept, plus
+    // one shared by the recomputed layers.
+    pub(super) ln1: Vec<f32>,       // (S, N, H)
     pub(super) ln1_rstd: Vec<f32>,  // (L, N)
     pub(super) q_raw: Vec<f32>,     // (L, N, Nq·d)
     pub(super) q_rstd: Vec<f32>,    // (L, N, Nq)
@@ -35,8 +49,12 @@ pub struct Activations {
     pub(super) act: Vec<f32>,       // (L, N, F)
     pub(super) lnf: Vec<f32>,       // (N, H)
     pub(super) lnf_rstd: Vec<f32>,  // (N)
-    /// Logits (N, V); after backward, their gradient.
+    /// Logits of one chunk of tokens (C, V), C = [`Activations::loss_chunk`]: the whole
+    /// (N, V) when one chunk covers every token. After the backward, the gradient of the
+    /// first chunk's logits.
     pub logits: Vec<f32>,
+    /// Tokens per logits chunk.
+    pub(super) loss_chunk: usize,
     /// Per-token cross-entropy (N).
     pub losses: Vec<f32>,
     pub(super) ce_max: Vec<f32>, // (N) vocabulary-parallel softmax statistics
@@ -107,15 +125,22 @@ pub(super) struct GradScratch {
 }
 
 impl Activations {
-    /// Allocates the arena for micro-batches of `b` sequences of `t` tokens.
+    /// Allocates the arena for micro-batches of `b` sequences of `t` tokens, keeping every
+    /// layer's activations.
     pub fn new(c: &Qwen3Config, b: usize, t: usize) -> Activations {
+        Activations::with_recompute(c, b, t, 0)
+    }
+
+    /// The arena when the first `recompute` layers are recomputed in the backward: those keep
+    /// only their input (the residual stream) and share one set of buffers, which the backward
+    /// fills again by running the layer's forward before its backward.
+    pub fn with_recompute(c: &Qwen3Config, b: usize, t: usize, recompute: usize) -> Activations {
         let n = b * t;
-        let (h, f, l, v) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_hidden_layers,
-            c.vocab_size,
-        );
+        let layers = c.num_hidden_layers;
+        let recompute = recompute.min(layers);
+        // Buffer sets: one per kept layer, plus one shared by the recomputed layers.
+        let l = layers - recompute + usize::from(recompute > 0);
+        let (h, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let (q, kv, nq, nkv) = (
             c.q_dim(),
             c.kv_dim(),
@@ -126,7 +151,8 @@ impl Activations {
         Activations {
             b,
             t,
-            resid: z((l + 1) * n * h),
+            recompute,
+            resid: z((layers + 1) * n * h),
             ln1: z(l * n * h),
             ln1_rstd: z(l * n),
             q_raw: z(l * n * q),
@@ -146,7 +172,8 @@ impl Activations {
             act: z(l * n * f),
             lnf: z(n * h),
             lnf_rstd: z(n),
-            logits: z(n * v),
+            logits: z(loss_chunk(n, v) * v),
+            loss_chunk: loss_chunk(n, v),
             losses: z(n),
             ce_max: z(n),
             ce_sum: z(n),
@@ -179,14 +206,20 @@ impl Activations {
     /// Layer `l`'s activations and the shared scratch, borrowed apart.
     pub(super) fn layer(&mut self, l: usize) -> (LayerActs<'_>, LayerScratch<'_>) {
         let layers = self.ln1_rstd.len() / (self.b * self.t);
+        // Recomputed layers share set 0; kept layers follow.
+        let set = match self.recomputed(l) {
+            true => 0,
+            false => l - self.recompute + usize::from(self.recompute > 0),
+        };
         let nh = self.proj.len();
         let (before, after) = self.resid.split_at_mut((l + 1) * nh);
-        fn slot(buf: &mut [f32], l: usize, layers: usize) -> &mut [f32] {
-            let len = buf.len() / layers;
-            &mut buf[l * len..(l + 1) * len]
+        fn slot(buf: &mut [f32], set: usize, sets: usize) -> &mut [f32] {
+            let len = buf.len() / sets;
+            &mut buf[set * len..(set + 1) * len]
         }
+        let l = set;
         let acts = LayerActs {
-            x: &before[l * nh..],
+            x: &before[before.len() - nh..],
             ln1: slot(&mut self.ln1, l, layers),
             ln1_rstd: slot(&mut self.ln1_rstd, l, layers),
             q_raw: slot(&mut self.q_raw, l, layers),
@@ -214,6 +247,81 @@ impl Activations {
             grads: &mut self.grads,
         };
         (acts, scratch)
+    }
+
+    /// The bytes [`Activations::with_recompute`] allocates, counted without allocating and
+    /// with checked arithmetic (`None` when the count overflows): the memory plan's figure.
+    pub fn bytes(c: &Qwen3Config, b: usize, t: usize, recompute: usize) -> Option<u64> {
+        let u = |x: usize| x as u64;
+        let n = u(b).checked_mul(u(t))?;
+        let layers = u(c.num_hidden_layers);
+        let recompute = u(recompute).min(layers);
+        let sets = layers - recompute + u64::from(recompute > 0);
+        let (h, f, v) = (u(c.hidden_size), u(c.intermediate_size), u(c.vocab_size));
+        let (nq, nkv, d) = (
+            u(c.num_attention_heads),
+            u(c.num_key_value_heads),
+            u(c.head_dim),
+        );
+        let sum = |xs: &[Option<u64>]| xs.iter().try_fold(0u64, |acc, x| acc.checked_add((*x)?));
+        let m = |a: u64, b: u64| a.checked_mul(b);
+        let (q, kv) = (m(nq, d)?, m(nkv, d)?);
+        // ln1, ln1_rstd, q_raw, q_rstd, q, k_raw, k_rstd, k, v, lse, attn_out, mid, ln2,
+        // ln2_rstd, gate, up, act: per token.
+        let per_token_set = sum(&[
+            Some(h),
+            Some(1),
+            Some(q),
+            Some(nq),
+            Some(q),
+            Some(kv),
+            Some(nkv),
+            Some(kv),
+            Some(kv),
+            Some(nq),
+            Some(q),
+            Some(h),
+            Some(h),
+            Some(1),
+            m(3, f),
+        ])?;
+        let chunk = (LOGITS_CHUNK_BYTES as u64 / v.saturating_mul(4).max(1)).clamp(1, n.max(1));
+        let floats = sum(&[
+            m(m(layers + 1, n)?, h),
+            m(m(sets, n)?, per_token_set),
+            // lnf, lnf_rstd, losses, ce_max, ce_sum, cos, sin, proj
+            m(n, sum(&[Some(h), Some(4), Some(d), Some(h)])?),
+            m(chunk, v),
+            // head scratch q, k, v
+            m(n, sum(&[Some(q), m(2, kv)])?),
+            // gradient scratch: dresid, dx, dln; dattn, dq, dq_raw; dk, dv, dk_raw; dgate,
+            // dup, dact; dlosses
+            m(n, sum(&[m(3, h), m(3, q), m(3, kv), m(3, f), Some(1)])?),
+        ])?;
+        m(floats, 4)
+    }
+
+    /// Tokens per logits chunk.
+    pub fn loss_chunk(&self) -> usize {
+        self.loss_chunk
+    }
+
+    /// Runs the LM head and the loss over chunks of `tokens` tokens (at least 1, at most the
+    /// micro-batch) instead of the size [`LOGITS_CHUNK_BYTES`] gives.
+    pub fn set_loss_chunk(&mut self, tokens: usize) {
+        let (n, v) = (self.b * self.t, self.logits.len() / self.loss_chunk);
+        self.loss_chunk = tokens.clamp(1, n);
+        self.logits = vec![0.0; self.loss_chunk * v];
+    }
+
+    /// Whether layer `l`'s activations are recomputed in the backward.
+    pub fn recomputed(&self, l: usize) -> bool {
+        l < self.recompute
+    }
+
+    /// Layers recomputed in the backward (the first ones of the part).
+    pub fn recomputed_layers(&self) -> usize {
+        self.recompute
     }
 
     /// Micro-batch size and sequence length this arena serves.

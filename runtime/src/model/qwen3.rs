@@ -189,10 +189,17 @@ impl Qwen3 {
             head_backward(acts, &w, pair, labels, mask, loss_scale, &mut tp)?;
         }
         for l in (0..c.num_hidden_layers).rev() {
+            let acts_recomputed = acts.recomputed(l);
             let first = lay.layer(l, super::params::LayerParam::InputLayernorm);
             let gw = &mut g[first..first + LAYER_PARAMS.len()];
-            let (a, mut s) = acts.layer(l);
-            decoder_layer_backward(&a, &mut s, &self.layer_weights(l), gw, dm, &mut tp)?;
+            let w = self.layer_weights(l);
+            let (mut a, mut s) = acts.layer(l);
+            if acts_recomputed {
+                // The same inputs and ops as the forward: the same bits, so the gradients
+                // equal those without recomputation.
+                decoder_layer_forward(&mut a, &mut s, &w, dm, &mut tp)?;
+            }
+            decoder_layer_backward(&a, &mut s, &w, gw, dm, &mut tp)?;
         }
         if self.shard.first {
             let dx = &acts.grads.dresid;
@@ -226,5 +233,91 @@ fn two_mut<'a>(v: &'a mut [&mut [f32]], i: usize, j: usize) -> (&'a mut [f32], &
     } else {
         let (lo, hi) = v.split_at_mut(i);
         (&mut *hi[0], &mut *lo[j])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::gradcheck::values;
+
+    fn tiny(tied: bool) -> Qwen3 {
+        let c = Qwen3Config::from_hf_json(&format!(
+            r#"{{"vocab_size": 96, "hidden_size": 16, "intermediate_size": 24,
+            "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 8, "tie_word_embeddings": {tied}}}"#
+        ))
+        .expect("config");
+        Qwen3::init(c, 7).expect("model")
+    }
+
+    /// Loss and gradients of one micro-batch (B 2, T 9) through `acts`.
+    fn step(model: &Qwen3, acts: &mut Activations) -> (f32, Vec<f32>) {
+        let (b, t) = (2, 9);
+        let ids: Vec<u32> = (0..b * t).map(|i| (i * 37 % 96) as u32).collect();
+        let labels: Vec<u32> = (0..b * t).map(|i| (i * 53 % 96) as u32).collect();
+        let mask: Vec<f32> = values(b * t, 3)
+            .iter()
+            .map(|x| (*x > -0.5) as u8 as f32)
+            .collect();
+        let positions: Vec<i64> = (0..b * t).map(|i| (i % t) as i64).collect();
+        let batch = Batch {
+            ids: &ids,
+            labels: &labels,
+            loss_mask: &mask,
+            positions: &positions,
+            b,
+            t,
+        };
+        let loss = model.forward(acts, &batch).expect("forward");
+        let mut grads = vec![0.0; model.layout.total];
+        model.backward(acts, &batch, &mut grads, 1.0);
+        (loss, grads)
+    }
+
+    #[test]
+    fn recomputed_layers_give_bit_identical_gradients() {
+        let model = tiny(false);
+        let c = &model.config;
+        let kept = step(&model, &mut Activations::new(c, 2, 9));
+        for recompute in [1, 3] {
+            let got = step(&model, &mut Activations::with_recompute(c, 2, 9, recompute));
+            assert_eq!(
+                got.0.to_bits(),
+                kept.0.to_bits(),
+                "loss, {recompute} recomputed"
+            );
+            assert!(
+                got.1
+                    .iter()
+                    .zip(&kept.1)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "gradients, {recompute} recomputed"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_logits_give_the_same_loss_and_gradients() {
+        for tied in [false, true] {
+            let model = tiny(tied);
+            let c = &model.config;
+            let whole = step(&model, &mut Activations::new(c, 2, 9));
+            for chunk in [1, 4, 7] {
+                let mut acts = Activations::new(c, 2, 9);
+                acts.set_loss_chunk(chunk);
+                assert_eq!(acts.logits.len(), chunk * 96);
+                let got = step(&model, &mut acts);
+                // Every row's loss is computed alike; only the LM head's weight gradient sums
+                // the chunks in another order.
+                assert_eq!(got.0.to_bits(), whole.0.to_bits(), "loss, chunk {chunk}");
+                for (i, (a, b)) in got.1.iter().zip(&whole.1).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                        "grad {i}: {a} vs {b}, chunk {chunk}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -3,13 +3,15 @@
 //! both until the plan's last step or a stop request. The library neither reads the
 //! environment nor handles signals: the binary passes a [`Placement`] and a stop flag.
 //!
-//! Files: `trainer` (build and step), `start` (where a run starts: checkpoint or fresh),
+//! Files: `trainer` (build and step), `memory` (the memory plan, checked before anything is
+//! allocated), `start` (where a run starts: checkpoint or fresh),
 //! `save` (checkpoints of any layout), `report` (metrics files and the step log), `step` (one
 //! step's forward/backward passes over the pipeline schedule), `batch` (micro-batches),
 //! `cluster` (rendezvous, groups and shards).
 
 pub mod batch;
 pub mod cluster;
+pub mod memory;
 mod report;
 mod save;
 mod start;
@@ -44,6 +46,9 @@ pub enum Error {
     /// A plan the trainer cannot run.
     #[error("{0}")]
     Unsupported(String),
+    /// A plan that does not fit the memory available (see [`memory::MemoryPlan`]).
+    #[error("memory: {0}")]
+    Memory(String),
     /// SIGTERM or SIGINT arrived; the final state was saved at `step`.
     #[error("stopped by a signal after step {step}; final-state checkpoint {} (resume with resume_training: True)", checkpoint.display())]
     Stopped {
@@ -98,7 +103,7 @@ impl Error {
             Error::Checkpoint(e) => e.exit_code(),
             Error::Metrics(e) => e.exit_code(),
             Error::Dist(e) => e.exit_code(),
-            Error::Unsupported(_) => crate::exit::CONFIG_INVALID,
+            Error::Unsupported(_) | Error::Memory(_) => crate::exit::CONFIG_INVALID,
             Error::Diverged { .. } | Error::Unhealthy { .. } => crate::exit::DIVERGED,
             Error::Stopped { .. } => crate::exit::STOPPED,
         }
@@ -113,6 +118,9 @@ pub struct Context {
     /// Peak FLOP/s per device for MFU; `None`: ~160 GFLOP/s per compute thread (compute.md's
     /// measurement of AVX-512 GEMM on this machine class).
     pub peak_flops: Option<f64>,
+    /// Memory this process may use (its share of the cgroup limit or of the available memory);
+    /// a plan that needs more is refused before anything is allocated. `None`: not checked.
+    pub memory_available: Option<u64>,
 }
 
 /// Trains `plan` to its last step; `resolved_config` (YAML) is stored in every checkpoint.

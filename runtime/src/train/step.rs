@@ -31,13 +31,20 @@ pub struct StepPlan {
 }
 
 impl StepPlan {
-    /// Buffers for `micro_batches` micro-batches of `b` × `t` tokens per step on `topo`.
-    pub fn new(model: &Qwen3, topo: &Topology, micro_batches: usize, b: usize, t: usize) -> Self {
+    /// Buffers for `micro_batches` micro-batches of `b` × `t` tokens per step on `topo`, the
+    /// first `recompute` layers of the rank's part recomputed in the backward.
+    pub fn new(
+        model: &Qwen3,
+        topo: &Topology,
+        micro_batches: usize,
+        (b, t): (usize, usize),
+        recompute: usize,
+    ) -> Self {
         let n = schedule::arenas(topo.pp_rank, topo.pp, micro_batches);
         StepPlan {
             arenas: (0..n)
                 .map(|_| Arena {
-                    acts: Activations::new(&model.config, b, t),
+                    acts: Activations::with_recompute(&model.config, b, t, recompute),
                     mb: MicroBatch::new(b, t),
                 })
                 .collect(),

@@ -14,6 +14,7 @@ use crate::parallel::zero::DistOptimizer;
 use crate::parallel::Topology;
 
 use super::cluster::{self, Cluster};
+use super::memory::MemoryPlan;
 use super::report::{Reporter, StepRecord};
 use super::step::StepPlan;
 use super::{start, Context, Error, Summary};
@@ -62,9 +63,16 @@ impl<'a> Trainer<'a> {
         resolved_config: &'a str,
         context: &Context,
     ) -> Result<Trainer<'a>, Error> {
-        // Layout checks before any work, then rendezvous.
+        // Layout and memory checks before any work, then rendezvous.
         let topo0 = Topology::new(0, plan.dp_size, plan.tp_size, plan.pp_size);
         cluster::shard_of(plan, &topo0).local_config(&plan.model)?;
+        let memory = MemoryPlan::of(plan, plan.resume_training)?;
+        if let Some(available) = context.memory_available {
+            memory.check(plan, available)?;
+        }
+        if context.placement.rank == 0 {
+            tracing::info!("memory per process (estimate):\n{memory}");
+        }
         let mut cluster = Cluster::join(plan, &context.placement)?;
         check_tokenizer(plan)?;
         let topo = cluster.topo;
@@ -111,7 +119,17 @@ impl<'a> Trainer<'a> {
             weight_decay: plan.optimizer.weight_decay as f32,
         };
         let (b, t) = (plan.micro_batch_size, plan.seq_length);
-        let steps = StepPlan::new(&model, &topo, plan.micro_batches_per_step, b, t);
+        let recompute = plan.recompute_layers[topo.pp_rank];
+        let steps = StepPlan::new(
+            &model,
+            &topo,
+            plan.micro_batches_per_step,
+            (b, t),
+            recompute,
+        );
+        if recompute > 0 {
+            tracing::info!("recompute: {recompute} layer(s) of this stage keep only their input");
+        }
         let peak = context
             .peak_flops
             .unwrap_or(160e9 * rayon::current_num_threads() as f64);

@@ -138,7 +138,7 @@ fn every_layout_gives_the_single_process_losses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = byte_dataset(dir.path(), 20);
     // Global batch 4 in every layout; 10 steps.
-    let layouts: [(&str, usize, &[&str]); 13] = [
+    let layouts: [(&str, usize, &[&str]); 15] = [
         (
             "1-1-1",
             1,
@@ -193,6 +193,27 @@ fn every_layout_gives_the_single_process_losses() {
                 "--parallel_config.data_parallel=2",
                 "--parallel_config.pipeline_stage=2",
                 "--parallel_config.micro_batch_num=2",
+            ],
+        ),
+        // Recomputation: every layer, then the first layer of each stage.
+        (
+            "2-2-1-recompute",
+            4,
+            &[
+                "--parallel_config.data_parallel=2",
+                "--parallel_config.model_parallel=2",
+                "--runner_config.gradient_accumulation_steps=2",
+                "--recompute_config.recompute=True",
+            ],
+        ),
+        (
+            "1-2-2-recompute",
+            4,
+            &[
+                "--parallel_config.model_parallel=2",
+                "--parallel_config.pipeline_stage=2",
+                "--parallel_config.micro_batch_num=4",
+                "--recompute_config.recompute=[1, 1]",
             ],
         ),
         // ZeRO-1: optimizer state sharded over the replicas.

@@ -98,3 +98,51 @@ fn training_bits_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+#[test]
+fn dry_run_prints_the_memory_plan_and_trains_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let o = pretrain(&[
+        "train",
+        "--config",
+        CONFIG,
+        "--dry-run",
+        "--output_dir",
+        out.to_str().expect("utf-8"),
+        "--recompute_config.recompute=True",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    for needle in ["stage", "params", "activations", "optimizer", "peak"] {
+        assert!(stdout.contains(needle), "{needle} in {stdout}");
+    }
+    assert!(!out.exists(), "a dry run wrote {}", out.display());
+}
+
+#[test]
+fn sizes_beyond_any_machine_are_refused_before_allocating() {
+    // hidden_size 1e9: parameters alone would be petabytes. Refused with exit 2 and the
+    // breakdown, both by --dry-run and by a real run (never a panic or an allocator abort).
+    for dry in [true, false] {
+        let mut args = vec![
+            "train",
+            "--config",
+            CONFIG,
+            "--model.model_config.hidden_size=1000000000",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let o = pretrain(&args);
+        assert_fails(
+            &o,
+            2,
+            &[
+                "memory: stage 0 needs",
+                "GiB per process",
+                "is available; try",
+            ],
+        );
+    }
+}

@@ -41,6 +41,8 @@ pub struct Worker {
     pub stop_deadline: Duration,
     /// `PRETRAIN_PEAK_FLOPS`: peak FLOP/s per device for MFU.
     pub peak_flops: Option<f64>,
+    /// `LOCAL_WORLD_SIZE` (1 when unset): the processes sharing this machine's memory.
+    pub local_world_size: usize,
 }
 
 const READ: [&str; 17] = [
@@ -179,6 +181,7 @@ impl Env {
             status_file: self.get(names::STATUS_FILE).map(PathBuf::from),
             comm_timeout: self.comm_timeout()?,
             stop_deadline: self.seconds(names::STOP_DEADLINE, 300.0, true)?,
+            local_world_size: self.parse(names::LOCAL_WORLD_SIZE, 1usize)?.max(1),
             peak_flops: match self.get(names::PEAK_FLOPS) {
                 None => None,
                 Some(_) => Some(self.parse(names::PEAK_FLOPS, 0.0f64)?),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use pretrain::config::plan::LaunchSettings;
 use pretrain::launch::termination::{write_status, WorkerStatus};
+use pretrain::train::memory::MemoryPlan;
 use pretrain::{checkpoint, exit, train};
 
 use crate::env::{Env, Worker};
@@ -19,6 +20,10 @@ pub struct TrainArgs {
     /// The training config (YAML)
     #[arg(long)]
     config: PathBuf,
+    /// Print the memory plan (bytes per process for parameters, gradients, optimizer,
+    /// activations, workspace) and whether it fits, then exit without training
+    #[arg(long)]
+    dry_run: bool,
     /// Dotted overrides: `--section.key value` or `--section.key=value`, applied after the file
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
     overrides: Vec<String>,
@@ -75,7 +80,15 @@ fn train_config(
 ) -> Result<(), (i32, String)> {
     let config_err =
         |e: pretrain::config::Error| (e.exit_code(), format!("{}: {e}", a.config.display()));
-    let config = pretrain::config::load(&a.config, &a.overrides).map_err(config_err)?;
+    // `--dry-run` after the overrides is still the flag (no config key has a dash).
+    let dry_run = a.dry_run || a.overrides.iter().any(|o| o == "--dry-run");
+    let overrides: Vec<String> = a
+        .overrides
+        .iter()
+        .filter(|o| *o != "--dry-run")
+        .cloned()
+        .collect();
+    let config = pretrain::config::load(&a.config, &overrides).map_err(config_err)?;
     let launch = LaunchSettings {
         resume: worker.resume,
         checkpoint_dir: worker.checkpoint_dir.clone(),
@@ -89,6 +102,10 @@ fn train_config(
         );
     }
     *root = Some(plan.checkpoint_root.clone());
+    let available = memory_share(worker.local_world_size);
+    if dry_run {
+        return print_memory_plan(&plan, available);
+    }
     let resolved = config.to_yaml();
     let rank0 = worker.placement.rank == 0;
     if rank0 {
@@ -97,6 +114,7 @@ fn train_config(
     let context = train::Context {
         placement: worker.placement.clone(),
         peak_flops: worker.peak_flops,
+        memory_available: available,
     };
     let summary =
         train::run(&plan, &resolved, &context, stop).map_err(|e| (e.exit_code(), e.to_string()))?;
@@ -130,6 +148,53 @@ fn train_config(
         println!("tensorboard: tensorboard --logdir {}", tb.dir.display());
     }
     Ok(())
+}
+
+/// `--dry-run`: the memory plan, and whether it fits `available`.
+fn print_memory_plan(
+    plan: &pretrain::config::TrainPlan,
+    available: Option<u64>,
+) -> Result<(), (i32, String)> {
+    let memory =
+        MemoryPlan::of(plan, plan.resume_training).map_err(|e| (e.exit_code(), e.to_string()))?;
+    println!(
+        "memory per process (estimate; {} x {} x {} = {} processes):",
+        plan.dp_size, plan.tp_size, plan.pp_size, plan.world_size
+    );
+    print!("{memory}");
+    let Some(available) = available else {
+        println!("available: unknown (no cgroup limit or /proc/meminfo); not checked");
+        return Ok(());
+    };
+    memory
+        .check(plan, available)
+        .map_err(|e| (e.exit_code(), e.to_string()))?;
+    println!(
+        "fits: peak {:.2} GiB of {:.2} GiB available per process",
+        memory.peak() as f64 / (1u64 << 30) as f64,
+        available as f64 / (1u64 << 30) as f64
+    );
+    Ok(())
+}
+
+/// This process's share of the memory it may use: the smaller of the cgroup limit (v2, else
+/// v1) and MemAvailable, divided among the `local` processes of the machine.
+fn memory_share(local: usize) -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    let meminfo = read("/proc/meminfo").and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let total = match (cgroup, meminfo) {
+        (Some(c), Some(m)) => c.min(m),
+        (c, m) => c.or(m)?,
+    };
+    Some(total / local.max(1) as u64)
 }
 
 /// Raised by SIGTERM/SIGINT: every rank finishes the current step, saves, stops. A second

@@ -9,7 +9,7 @@ use crate::config::schema::{CheckpointFormat, Config};
 use crate::config::{Error, Result};
 use crate::data::gpt_dataset::GptDatasetConfig;
 use crate::data::sampling::{CacheMode, DataConfig};
-use model::check_layers;
+use model::{check_layers, check_recompute};
 
 mod model;
 mod training;
@@ -57,6 +57,7 @@ impl Config {
         };
         let model = self.check_model(tp, data.gpt.sequence_length)?;
         let layers_per_stage = check_layers(&self.model.model_config, pp)?;
+        let recompute_layers = check_recompute(self.recompute_config.as_ref(), &layers_per_stage)?;
         let optimizer = self.check_optimizer()?;
         let lr_schedule = self.check_lr(train_steps)?;
         let max_grad_norm = self.check_clip()?;
@@ -107,6 +108,7 @@ impl Config {
             steps_per_epoch,
             train_steps,
             layers_per_stage,
+            recompute_layers,
             optimizer,
             lr_schedule,
             max_grad_norm,

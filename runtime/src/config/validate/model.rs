@@ -1,6 +1,7 @@
 //! Model and pipeline-split checks of [`Config::validate`](crate::config::Config::validate).
 
 use super::{ensure, invalid, to_usize};
+use crate::config::mindspore::{Opaque, RecomputeConfig};
 use crate::config::model::{ModelConfig, Offset, Qwen3Config};
 use crate::config::schema::Config;
 use crate::config::{Precision, Result};
@@ -57,6 +58,51 @@ pub(super) fn check_layers(m: &ModelConfig, pp: u64) -> Result<Vec<usize>> {
         || format!("stage layer counts {stages:?} must all be at least 1"),
     )?;
     Ok(stages.into_iter().map(|s| s as usize).collect())
+}
+
+/// `recompute_config.recompute`, MindFormers' full recomputation: `True` (every layer),
+/// `False`, or one layer count per pipeline stage (that stage's first layers). Returns the
+/// recomputed layers of each stage. `select_recompute` needs nothing: what selective
+/// recomputation recomputes, the attention probabilities, the attention kernel never keeps.
+pub(super) fn check_recompute(
+    r: Option<&RecomputeConfig>,
+    layers_per_stage: &[usize],
+) -> Result<Vec<usize>> {
+    const KEY: &str = "recompute_config.recompute";
+    let none = vec![0; layers_per_stage.len()];
+    let Some(value) = r.and_then(|r| r.recompute.as_ref()) else {
+        return Ok(none);
+    };
+    match value {
+        Opaque::Null | Opaque::Bool(false) => Ok(none),
+        Opaque::Bool(true) => Ok(layers_per_stage.to_vec()),
+        Opaque::Seq(items) => {
+            ensure(items.len() == layers_per_stage.len(), KEY, || {
+                format!(
+                    "has {} entries for {} pipeline stages; give one layer count per stage",
+                    items.len(),
+                    layers_per_stage.len()
+                )
+            })?;
+            let count = |(stage, (item, &n)): (usize, (&Opaque, &usize))| match item {
+                Opaque::Int(k) if (0..=n as i64).contains(k) => Ok(*k as usize),
+                other => Err(invalid(
+                    KEY,
+                    format!("stage {stage}: {other:?} is not a layer count in 0..={n}"),
+                )),
+            };
+            items
+                .iter()
+                .zip(layers_per_stage)
+                .enumerate()
+                .map(count)
+                .collect()
+        }
+        other => Err(invalid(
+            KEY,
+            format!("{other:?}: expected True, False or one layer count per pipeline stage"),
+        )),
+    }
 }
 
 impl Config {
@@ -292,6 +338,17 @@ mod tests {
             "set True",
         );
         rejects(&["--model.model_config.head_dim=15"], "head_dim", "even");
+        rejects(
+            &["--recompute_config.recompute=[1, 1]"],
+            "recompute",
+            "2 entries for 1",
+        );
+        rejects(&["--recompute_config.recompute=[3]"], "recompute", "0..=2");
+        rejects(
+            &["--recompute_config.recompute=yes"],
+            "recompute",
+            "expected True",
+        );
         rejects(
             &["--model.model_config.hidden_size=0"],
             "hidden_size",

@@ -60,7 +60,8 @@ pub(crate) fn embed_backward(
 }
 
 /// Head forward from the last layer's output ([`Activations::stage_output`]): the masked
-/// mean loss `Σ mask·CE / Σ mask` (0 when the mask is empty).
+/// mean loss `Σ mask·CE / Σ mask` (0 when the mask is empty). The LM head and the loss run over
+/// chunks of [`Activations::loss_chunk`] tokens; the last chunk's logits stay in `a.logits`.
 pub(crate) fn head_forward(
     a: &mut Activations,
     w: &HeadWeights<'_>,
@@ -69,16 +70,20 @@ pub(crate) fn head_forward(
     eps: f32,
     tp: &mut TensorParallel<'_>,
 ) -> Result<f32> {
-    let (n, h) = (labels.len(), w.norm.len());
+    let (n, h, v) = (labels.len(), w.norm.len(), w.v);
     let x = &a.resid[a.resid.len() - n * h..];
     rmsnorm_forward(&mut a.lnf, &mut a.lnf_rstd, x, w.norm, h, eps);
-    linear_forward(&mut a.logits, &a.lnf, w.lm_head, n, h, w.v);
-    if tp.active() {
-        let (mx, sm) = (&mut a.ce_max, &mut a.ce_sum);
-        let lo = w.vocab_start;
-        vocab_cross_entropy_forward(&mut a.losses, mx, sm, &a.logits, labels, w.v, lo, tp.comm())?;
-    } else {
-        cross_entropy_forward(&mut a.losses, &a.logits, labels, w.v);
+    for (r0, r1) in chunks(n, a.loss_chunk) {
+        let logits = &mut a.logits[..(r1 - r0) * v];
+        linear_forward(logits, &a.lnf[r0 * h..r1 * h], w.lm_head, r1 - r0, h, v);
+        let (losses, y) = (&mut a.losses[r0..r1], &labels[r0..r1]);
+        if tp.active() {
+            let (mx, sm) = (&mut a.ce_max[r0..r1], &mut a.ce_sum[r0..r1]);
+            let lo = w.vocab_start;
+            vocab_cross_entropy_forward(losses, mx, sm, logits, y, v, lo, tp.comm())?;
+        } else {
+            cross_entropy_forward(losses, logits, y, v);
+        }
     }
     let total: f32 = loss_mask.iter().sum();
     if total == 0.0 {
@@ -88,8 +93,17 @@ pub(crate) fn head_forward(
     Ok(sum / total)
 }
 
-/// Head backward of `loss_scale · loss`: consumes the logits, accumulates the norm's and LM
-/// head's gradients, and writes the gradient of the last layer's output to `grads.dresid`.
+/// `(first, end)` token ranges of the logits chunks.
+fn chunks(
+    n: usize,
+    chunk: usize,
+) -> impl DoubleEndedIterator<Item = (usize, usize)> + ExactSizeIterator {
+    (0..n.div_ceil(chunk)).map(move |k| (k * chunk, ((k + 1) * chunk).min(n)))
+}
+
+/// Head backward of `loss_scale · loss`: accumulates the norm's and LM head's gradients and
+/// writes the gradient of the last layer's output to `grads.dresid`. Chunks run last to first;
+/// every chunk but the last recomputes its logits (the last is still in `a.logits`).
 pub(crate) fn head_backward(
     a: &mut Activations,
     w: &HeadWeights<'_>,
@@ -99,7 +113,7 @@ pub(crate) fn head_backward(
     loss_scale: f32,
     tp: &mut TensorParallel<'_>,
 ) -> Result<()> {
-    let (n, h) = (labels.len(), w.norm.len());
+    let (n, h, v) = (labels.len(), w.norm.len(), w.v);
     let x = &a.resid[a.resid.len() - n * h..];
     let g = &mut a.grads;
     let total: f32 = loss_mask.iter().sum();
@@ -110,15 +124,23 @@ pub(crate) fn head_backward(
             0.0
         };
     }
-    if tp.active() {
-        let (mx, sm) = (&a.ce_max, &a.ce_sum);
-        vocab_cross_entropy_backward(&mut a.logits, labels, &g.dlosses, mx, sm, w.vocab_start);
-    } else {
-        cross_entropy_backward(&mut a.logits, labels, &g.dlosses, w.v);
+    let last = n.div_ceil(a.loss_chunk) - 1;
+    for (k, (r0, r1)) in chunks(n, a.loss_chunk).enumerate().rev() {
+        let (rows, lnf) = (r1 - r0, &a.lnf[r0 * h..r1 * h]);
+        let logits = &mut a.logits[..rows * v];
+        if k != last {
+            linear_forward(logits, lnf, w.lm_head, rows, h, v);
+        }
+        let (y, dl) = (&labels[r0..r1], &g.dlosses[r0..r1]);
+        if tp.active() {
+            let (mx, sm) = (&a.ce_max[r0..r1], &a.ce_sum[r0..r1]);
+            vocab_cross_entropy_backward(logits, y, dl, mx, sm, w.vocab_start);
+        } else {
+            cross_entropy_backward(logits, y, dl, v);
+        }
+        let dln = &mut g.dln[r0 * h..r1 * h];
+        linear_backward(dln, glm_head, logits, lnf, w.lm_head, rows, h, v, false);
     }
-    linear_backward(
-        &mut g.dln, glm_head, &a.logits, &a.lnf, w.lm_head, n, h, w.v, false,
-    );
     tp.column_parallel_input_grad(&mut g.dln)?;
     rmsnorm_backward(&mut g.dresid, gnorm, &g.dln, x, w.norm, &a.lnf_rstd, h);
     Ok(())
