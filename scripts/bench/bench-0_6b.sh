@@ -24,7 +24,7 @@ args=(--config configs/qwen3/pretrain_qwen3_0_6b_4k.yaml
   --tokenizer_dir .cache/tokenizers/qwen3
   --train_dataset.data_loader.sizes "[$steps, 0, 0]"
   --train_dataset.data_loader.config.data_path "['1', '$data']"
-  --lr_schedule.total_steps 50000
+  --lr_schedule.total_steps 50000 --callbacks.1.async_save False
   --callbacks.1.save_checkpoint_steps 1 --callbacks.1.keep_checkpoint_max 2)
 "$bin" train "${args[@]}" --output_dir "$out/straight" --dry-run
 /usr/bin/time -v "$bin" train "${args[@]}" --output_dir "$out/straight" 2> "$out.time" \

@@ -109,6 +109,64 @@ fn recompute_trains_to_the_same_bits() {
     }
 }
 
+/// `async_save: True` writes the same checkpoints as a synchronous save (every 3 steps, the
+/// last at the end of training), and a run resumed from one ends bit-identical.
+#[test]
+fn background_saves_write_the_same_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let files = |ckpt: &Path| -> Vec<Vec<u8>> {
+        [
+            "model.safetensors",
+            "optimizer.safetensors",
+            "trainer_state.json",
+        ]
+        .iter()
+        .map(|f| std::fs::read(ckpt.join(f)).expect("checkpoint file"))
+        .collect()
+    };
+    let (p, yaml) = plan(&dir.path().join("sync"), &data, &[]);
+    let sync = train(&p, &yaml).expect("sync");
+    let async_flag = "--callbacks.1.async_save=True";
+    let (p, yaml) = plan(&dir.path().join("async"), &data, &[async_flag]);
+    assert!(p.checkpoint.as_ref().is_some_and(|c| c.async_save));
+    let background = train(&p, &yaml).expect("async");
+    let (a, b) = (
+        sync.last_checkpoint.expect("sync checkpoint"),
+        background.last_checkpoint.expect("async checkpoint"),
+    );
+    assert!(files(&a) == files(&b), "final checkpoints differ");
+    // Every periodic checkpoint (keep_checkpoint_max of the tiny config) was committed.
+    let committed = |root: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .expect("root")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("iteration_"))
+            .collect();
+        v.sort();
+        v
+    };
+    let root = |r: &Path| r.parent().expect("root").to_path_buf();
+    assert_eq!(committed(&root(&a)), committed(&root(&b)));
+    // Stop at step 6, resume with background saves: the same end.
+    let split = dir.path().join("split");
+    let (mut p1, yaml1) = plan(&split, &data, &[async_flag]);
+    p1.train_steps = 6;
+    train(&p1, &yaml1).expect("first half");
+    let resume = [
+        "--resume_training=True",
+        "--load_checkpoint=auto",
+        async_flag,
+    ];
+    let (p2, yaml2) = plan(&split, &data, &resume);
+    let rest = train(&p2, &yaml2).expect("second half");
+    assert_eq!(rest.start_step, 6);
+    assert!(
+        files(&rest.last_checkpoint.expect("checkpoint")) == files(&a),
+        "resumed run differs"
+    );
+}
+
 #[test]
 fn loss_falls_and_resume_is_bit_exact() {
     let dir = tempfile::tempdir().expect("tempdir");

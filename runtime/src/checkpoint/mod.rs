@@ -10,19 +10,19 @@
 //! named in `<root>/latest_checkpointed_iteration.txt` (MindSpore Transformers' commit marker),
 //! so a crash never leaves something that looks complete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub mod mindspore_ckpt;
 pub mod sharded;
 
-use crate::model::params::Layout;
+use crate::model::params::{write_safetensors, F32View, Layout};
 use crate::model::Qwen3Config;
 use crate::optim::adamw::AdamWState;
 
@@ -116,29 +116,21 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn optimizer_bytes(layout: &Layout, st: &AdamWState, path: &Path) -> Result<Vec<u8>> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+/// Writes the moments as `exp_avg.<name>` / `exp_avg_sq.<name>` safetensors, a tensor at a
+/// time, synced.
+fn write_optimizer(layout: &Layout, st: &AdamWState, path: &Path) -> Result<()> {
+    let mut tensors = Vec::new();
     for s in &layout.specs {
         for (prefix, buf) in [("exp_avg", &st.m), ("exp_avg_sq", &st.v)] {
-            let bytes = f32_bytes(&buf[s.offset..s.offset + s.len]);
-            tensors.push((format!("{prefix}.{}", s.name), s.shape.clone(), bytes));
+            let view = F32View {
+                shape: s.shape.clone(),
+                data: &buf[s.offset..s.offset + s.len],
+            };
+            tensors.push((format!("{prefix}.{}", s.name), view));
         }
     }
-    let views = tensors
-        .iter()
-        .map(|(n, shape, b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| invalid(path, e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let meta = BTreeMap::from([("step".to_string(), st.step.to_string())]);
-    safetensors::serialize(views, Some(meta.into_iter().collect()))
-        .map_err(|e| invalid(path, e.to_string()))
+    let meta = HashMap::from([("step".to_string(), st.step.to_string())]);
+    write_safetensors(tensors, Some(meta), path).map_err(|e| invalid(path, e))
 }
 
 /// Reads `exp_avg.<name>` and `exp_avg_sq.<name>` of every non-empty tensor of `layout` from
@@ -219,14 +211,11 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
     req.layout
         .save_safetensors(req.params, &model_path, None)
         .map_err(|e| invalid(&model_path, e.to_string()))?;
-    File::open(&model_path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&model_path))?;
     let json = serde_json::to_vec_pretty(&req.config.to_hf_json()).unwrap_or_default();
     write_synced(&tmp.join("config.json"), &json)?;
     if let Some(opt) = req.optimizer {
         let opt_path = tmp.join("optimizer.safetensors");
-        write_synced(&opt_path, &optimizer_bytes(req.layout, opt, &opt_path)?)?;
+        write_optimizer(req.layout, opt, &opt_path)?;
     }
     let state = serde_json::to_vec_pretty(req.state).unwrap_or_default();
     write_synced(&tmp.join("trainer_state.json"), &state)?;
@@ -274,9 +263,28 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
     Ok(final_dir)
 }
 
+/// A checkpoint file mapped read-only: its pages are read as they are parsed and, being the
+/// file's, can be dropped again by the kernel, so loading does not hold a second copy.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = File::open(path).map_err(io(path))?;
+    // SAFETY: checkpoint files are written once under a temporary name and renamed; nothing
+    // writes to a committed file while it is mapped (a concurrent writer would be another run
+    // on the same directory, which is outside what the runtime supports).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))
+}
+
+/// The sha256 of a file, read in 8 MiB pieces (checkpoint files are gigabytes).
 fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    let mut f = File::open(path).map_err(io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).map_err(io(path))?;
+        if n == 0 {
+            return Ok(format!("{:x}", hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// Files of `dir` and of its subdirectories, as paths relative to `dir`, sorted.
@@ -455,13 +463,13 @@ pub fn load(dir: &Path, config: &Qwen3Config, layout: &Layout) -> Result<Loaded>
         }
     }
     let model_path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&model_path).map_err(io(&model_path))?;
+    let bytes = map_file(&model_path)?;
     let params = layout
         .load_safetensors(&bytes, &model_path)
         .map_err(|e| invalid(&model_path, e.to_string()))?;
     let opt_path = dir.join("optimizer.safetensors");
     let optimizer = if opt_path.is_file() {
-        let bytes = std::fs::read(&opt_path).map_err(io(&opt_path))?;
+        let bytes = map_file(&opt_path)?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&opt_path, e.to_string()))?;
         let mut state = AdamWState::new(layout.total);

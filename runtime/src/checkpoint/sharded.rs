@@ -8,10 +8,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, TensorView};
-
-use super::{invalid, io, write_synced, Result};
-use crate::model::params::Layout;
+use super::{invalid, io, Result};
+use crate::model::params::{write_safetensors, F32View, Layout};
 use crate::model::shard::Shard;
 use crate::model::Qwen3Config;
 use crate::optim::adamw::AdamWState;
@@ -45,24 +43,16 @@ pub fn write_shard(
     let path = staging
         .join("shards")
         .join(format!("tp{:02}-pp{pp_rank:02}.safetensors", shard.tp_rank));
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::new();
     for s in layout.specs.iter().filter(|s| s.len > 0) {
         for (prefix, buf) in [("", params), ("exp_avg.", &opt.m), ("exp_avg_sq.", &opt.v)] {
-            let bytes = buf[s.offset..s.offset + s.len]
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect();
-            tensors.push((format!("{prefix}{}", s.name), s.shape.clone(), bytes));
+            let view = F32View {
+                shape: s.shape.clone(),
+                data: &buf[s.offset..s.offset + s.len],
+            };
+            tensors.push((format!("{prefix}{}", s.name), view));
         }
     }
-    let views = tensors
-        .iter()
-        .map(|(n, shape, b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| invalid(&path, e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
     // One metadata entry (a JSON object with sorted keys): safetensors writes a map's entries
     // in hash order, and the file must be the same bytes on every run.
     let part = serde_json::json!({
@@ -75,10 +65,8 @@ pub fn write_shard(
         "step": opt.step,
     });
     let meta = HashMap::from([("part".to_string(), part.to_string())]);
-    let bytes =
-        safetensors::serialize(views, Some(meta)).map_err(|e| invalid(&path, e.to_string()))?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    write_synced(&tmp, &bytes)?;
+    write_safetensors(tensors, Some(meta), &tmp).map_err(|e| invalid(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok(path)
 }
@@ -101,7 +89,7 @@ pub fn load_moments(dir: &Path, config: &Qwen3Config) -> Result<Option<AdamWStat
         .collect();
     names.sort();
     for path in names {
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let bytes = super::map_file(&path)?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| invalid(&path, e.to_string()))?;
         let m: serde_json::Value = meta

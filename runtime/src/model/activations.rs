@@ -360,3 +360,83 @@ impl Activations {
         &self.grads.dresid
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every buffer's length, in floats.
+    fn allocated(a: &Activations) -> usize {
+        let g = &a.grads;
+        [
+            &a.resid,
+            &a.ln1,
+            &a.ln1_rstd,
+            &a.q_raw,
+            &a.q_rstd,
+            &a.q,
+            &a.k_raw,
+            &a.k_rstd,
+            &a.k,
+            &a.v,
+            &a.lse,
+            &a.attn_out,
+            &a.resid_mid,
+            &a.ln2,
+            &a.ln2_rstd,
+            &a.gate,
+            &a.up,
+            &a.act,
+            &a.lnf,
+            &a.lnf_rstd,
+            &a.logits,
+            &a.losses,
+            &a.ce_max,
+            &a.ce_sum,
+            &a.cos,
+            &a.sin,
+            &a.proj,
+            &a.heads.q,
+            &a.heads.k,
+            &a.heads.v,
+            &g.dresid,
+            &g.dx,
+            &g.dln,
+            &g.dattn,
+            &g.dq,
+            &g.dk,
+            &g.dv,
+            &g.dq_raw,
+            &g.dk_raw,
+            &g.dgate,
+            &g.dup,
+            &g.dact,
+            &g.dlosses,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum()
+    }
+
+    #[test]
+    fn the_memory_plan_counts_what_is_allocated() {
+        let c = Qwen3Config::from_hf_json(
+            r#"{"vocab_size": 5000, "hidden_size": 48, "intermediate_size": 80,
+            "num_hidden_layers": 5, "num_attention_heads": 6, "num_key_value_heads": 2,
+            "head_dim": 8}"#,
+        )
+        .expect("config");
+        for (b, t, recompute) in [(2, 33, 0), (1, 64, 5), (3, 16, 2)] {
+            let a = Activations::with_recompute(&c, b, t, recompute);
+            let counted = Activations::bytes(&c, b, t, recompute).expect("counts");
+            assert_eq!(
+                counted,
+                4 * allocated(&a) as u64,
+                "b {b} t {t} recompute {recompute}"
+            );
+        }
+        let mut huge = c.clone();
+        huge.hidden_size = usize::MAX / 2;
+        assert_eq!(Activations::bytes(&huge, 4, 4096, 0), None);
+    }
+}

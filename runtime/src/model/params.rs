@@ -63,6 +63,43 @@ impl ParamSpec {
     }
 }
 
+/// An f32 tensor for safetensors' writer, converted to bytes only when written: a file is
+/// written one tensor at a time, never assembled whole in memory.
+pub struct F32View<'a> {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: &'a [f32],
+}
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(self.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Writes `tensors` to `path` as safetensors (safetensors' own layout: sorted by name, header
+/// padded to 8 bytes), one tensor in memory at a time, then syncs the file.
+pub fn write_safetensors(
+    tensors: Vec<(String, F32View<'_>)>,
+    metadata: Option<HashMap<String, String>>,
+    path: &Path,
+) -> std::result::Result<(), String> {
+    safetensors::serialize_to_file(tensors, metadata, path).map_err(|e| e.to_string())?;
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| e.to_string())
+}
+
 /// The parameter layout of a model config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
@@ -193,37 +230,21 @@ impl Layout {
         path: &Path,
         metadata: Option<HashMap<String, String>>,
     ) -> Result<()> {
-        let bytes: Vec<Vec<u8>> = self
+        let tensors = self
             .specs
             .iter()
             .map(|s| {
-                self.get(buf, self.index_of(&s.name))
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect()
+                let view = F32View {
+                    shape: s.shape.clone(),
+                    data: &buf[s.offset..s.offset + s.len],
+                };
+                (s.name.clone(), view)
             })
             .collect();
-        let views = self
-            .specs
-            .iter()
-            .zip(&bytes)
-            .map(|(s, b)| {
-                TensorView::new(Dtype::F32, s.shape.clone(), b)
-                    .map(|v| (s.name.clone(), v))
-                    .map_err(|e| Error::Weights {
-                        path: path.into(),
-                        reason: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize_to_file(views, metadata, path).map_err(|e| Error::Weights {
+        write_safetensors(tensors, metadata, path).map_err(|reason| Error::Weights {
             path: path.into(),
-            reason: e.to_string(),
+            reason,
         })
-    }
-
-    fn index_of(&self, name: &str) -> usize {
-        self.specs.iter().position(|s| s.name == name).unwrap_or(0)
     }
 
     /// Loads tensors named as this layout from safetensors `bytes` into a flat buffer. Every

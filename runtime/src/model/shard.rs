@@ -13,12 +13,15 @@
 //! embedding, whose gradient is summed with the first stage's, as Megatron does). Absent
 //! tensors keep their place in the layout with zero rows, so layouts stay uniform.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::params::{LayerParam as P, Layout, ParamSpec};
 use super::qwen3::Qwen3;
 use super::{Error, Qwen3Config, Result};
+use crate::data::rng::RandomState;
 use crate::dist::Communicator;
+use crate::tensor::init::normal_;
 
 /// The part of the model one rank holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +160,34 @@ impl Shard {
         out
     }
 
+    /// This rank's part of [`Layout::init`] of `global`: every tensor is drawn in order from
+    /// the one seeded generator, one at a time, and only this rank's part of it is kept, so
+    /// the values are those of initialising the whole model and extracting the part, without
+    /// ever holding the whole model.
+    pub fn init_part(&self, local: &Layout, global: &Layout, std: f32, seed: u32) -> Vec<f32> {
+        let mut out = vec![0.0; local.total];
+        let owned: HashMap<&str, &ParamSpec> = self
+            .pairs(local, global)
+            .map(|(s, g)| (g.name.as_str(), s))
+            .collect();
+        let mut rng = RandomState::new(seed);
+        let mut tensor = Vec::new();
+        for g in &global.specs {
+            tensor.clear();
+            tensor.resize(g.len, 0.0f32);
+            if g.shape.len() == 1 {
+                tensor.fill(1.0);
+            } else {
+                normal_(&mut tensor, std, &mut rng);
+            }
+            if let Some(s) = owned.get(g.name.as_str()) {
+                let dst = &mut out[s.offset..s.offset + s.len];
+                self.copy_part(split_of(&s.name), s, g, |li, gi| dst[li] = tensor[gi]);
+            }
+        }
+        out
+    }
+
     /// Writes a local buffer into its place in a full-model buffer.
     pub fn scatter_into(&self, local: &Layout, global: &Layout, part: &[f32], full: &mut [f32]) {
         for (s, g) in self.pairs(local, global) {
@@ -205,6 +236,23 @@ impl Shard {
 }
 
 impl Qwen3 {
+    /// This rank's part of a freshly initialised model: the values of [`Qwen3::init`] followed
+    /// by [`Qwen3::sharded`], holding only the part (and one whole tensor at a time).
+    pub fn init_sharded(config: &Qwen3Config, shard: Shard, seed: u32) -> Result<Qwen3> {
+        config.validate()?;
+        let global = Layout::new(config);
+        let layout = shard.layout(config)?;
+        let std = config.initializer_range as f32;
+        let params = shard.init_part(&layout, &global, std, seed);
+        Ok(Qwen3 {
+            config: shard.local_config(config)?,
+            layout,
+            params,
+            full_vocab: config.vocab_size,
+            shard,
+        })
+    }
+
     /// This rank's part of a whole model whose parameters are `full` (laid out for `config`).
     pub fn sharded(config: &Qwen3Config, shard: Shard, full: &[f32]) -> Result<Qwen3> {
         config.validate()?;
@@ -294,6 +342,39 @@ mod tests {
                     }
                 }
                 assert_eq!(back, full, "tp {tp} pp {pp} tied {tied}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_part_initialised_alone_equals_the_part_of_the_whole() {
+        for tied in [false, true] {
+            let mut c = tiny();
+            c.tie_word_embeddings = tied;
+            let whole = Qwen3::init(c.clone(), 11).expect("whole");
+            for (tp_rank, tp_size, layers, first, last) in [
+                (0, 1, 0..4, true, true),
+                (1, 2, 0..4, true, true),
+                (0, 2, 0..2, true, false),
+                (1, 2, 2..4, false, true),
+                (0, 1, 1..3, false, false),
+            ] {
+                let shard = Shard {
+                    tp_rank,
+                    tp_size,
+                    layers,
+                    first,
+                    last,
+                };
+                let want = Qwen3::sharded(&c, shard.clone(), &whole.params).expect("extract");
+                let got = Qwen3::init_sharded(&c, shard.clone(), 11).expect("alone");
+                assert_eq!(got.layout, want.layout);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got.params),
+                    bits(&want.params),
+                    "{shard:?}, tied {tied}"
+                );
             }
         }
     }

@@ -4,6 +4,8 @@
 //! its 1/dp slice of the flat parameter buffer, and the updated slices are all-gathered, so
 //! optimizer memory falls by dp at the same communication volume.
 
+use std::borrow::Cow;
+
 use crate::dist::{Communicator, Result};
 use crate::model::qwen3::Qwen3;
 use crate::optim::adamw::{adamw_step, clip_to, grad_norm, AdamWConfig, AdamWState};
@@ -151,10 +153,10 @@ impl DistOptimizer {
     }
 
     /// The whole moments of this rank's parameters (sharded: gathered over the replicas), for
-    /// a checkpoint.
-    pub fn full_state(&self, dp: &mut dyn Communicator) -> Result<AdamWState> {
+    /// a checkpoint: borrowed when this rank holds them all.
+    pub fn full_state(&self, dp: &mut dyn Communicator) -> Result<Cow<'_, AdamWState>> {
         match self {
-            DistOptimizer::Replicated(s) => Ok(s.clone()),
+            DistOptimizer::Replicated(s) => Ok(Cow::Borrowed(s)),
             DistOptimizer::Sharded {
                 state,
                 chunk,
@@ -174,7 +176,7 @@ impl DistOptimizer {
                     all.truncate(*total);
                     *dst = all;
                 }
-                Ok(out)
+                Ok(Cow::Owned(out))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! from the launch environment), rendezvous, its groups, its part of the model, and the gather
 //! of every part to rank 0 for a checkpoint.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::config::TrainPlan;
@@ -152,15 +153,16 @@ pub fn shard_of(plan: &TrainPlan, topo: &Topology) -> Shard {
 }
 
 /// The whole model's parameters, assembled on world rank 0 from every part (`None` on other
-/// ranks). Ranks of data-parallel index 0 send their part.
-pub fn gather_params(
-    model: &Qwen3,
+/// ranks; borrowed from the model with one process). Ranks of data-parallel index 0 send
+/// their part.
+pub fn gather_params<'a>(
+    model: &'a Qwen3,
     plan: &TrainPlan,
     topo: &Topology,
     world: &mut dyn Communicator,
-) -> Result<Option<Vec<f32>>, Error> {
+) -> Result<Option<Cow<'a, [f32]>>, Error> {
     if topo.world() == 1 {
-        return Ok(Some(model.params.clone()));
+        return Ok(Some(Cow::Borrowed(&model.params)));
     }
     let writers = topo.writers();
     if topo.rank != 0 {
@@ -182,5 +184,5 @@ pub fn gather_params(
             shard.scatter_into(&local, &global, &buf, &mut full);
         }
     }
-    Ok(Some(full))
+    Ok(Some(Cow::Owned(full)))
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::config::plan::LoadCheckpoint;
 use crate::config::TrainPlan;
 use crate::model::activations::Activations;
 use crate::model::Qwen3Config;
@@ -26,11 +27,11 @@ pub struct RankMemory {
     pub optimizer: u64,
     /// Activation arenas of the micro-batches in flight.
     pub activations: u64,
-    /// Rank 0's checkpoint buffers (the whole model gathered and serialized); ZeRO-1's
-    /// full-size update buffers.
+    /// Checkpoint buffers (one tensor's bytes; rank 0: the whole model gathered), the snapshot
+    /// of a background save (`async_save`), ZeRO-1's full-size buffers.
     pub workspace: u64,
-    /// At start, before the rank keeps its part: the whole model (and its moments when
-    /// resuming), which every rank builds today.
+    /// At start: the whole model (and its moments when resuming) when loading a checkpoint,
+    /// one whole tensor at a time when initialising.
     pub startup: u64,
 }
 
@@ -98,6 +99,28 @@ fn part_parameters(local: &Qwen3Config, embed: bool, head: bool) -> Option<u64> 
     Some(total)
 }
 
+/// Buffers beside the steady state: ZeRO-1's full-size update copy and gathered moments;
+/// for checkpoints, one tensor's bytes while a file is written (the largest: the embedding,
+/// `table`), the whole model gathered on rank 0 of a multi-process job, and the snapshot a
+/// background save writes from (the rank's parameters and moments).
+fn workspace(plan: &TrainPlan, stage: usize, params: u64, whole: u64, table: u64) -> u64 {
+    let mut w = 0u64;
+    if plan.zero1 {
+        w = w.saturating_add(params.saturating_mul(3));
+    }
+    let Some(ck) = &plan.checkpoint else {
+        return w;
+    };
+    w = w.saturating_add(table);
+    if stage == 0 && plan.world_size > 1 {
+        w = w.saturating_add(whole);
+    }
+    if ck.async_save {
+        w = w.saturating_add(params.saturating_mul(3));
+    }
+    w
+}
+
 /// "needs more than 16 EiB": what a count that overflows means.
 fn too_large(what: &str) -> Error {
     Error::Memory(format!(
@@ -130,16 +153,19 @@ impl MemoryPlan {
                 .and_then(|a| a.checked_mul(arenas))
                 .ok_or_else(|| too_large("the activations"))?;
             let optimizer = match plan.zero1 {
-                true => 2 * params / plan.dp_size as u64,
-                false => 2 * params,
+                true => params.saturating_mul(2) / plan.dp_size as u64,
+                false => params.saturating_mul(2),
             };
-            let mut workspace = if plan.zero1 { params } else { 0 };
-            if stage == 0 && plan.checkpoint.is_some() {
-                workspace = workspace.saturating_add(whole.saturating_mul(2));
-            }
-            let startup = match resuming {
-                true => whole.saturating_mul(3),
-                false => whole,
+            let table = (plan.model.vocab_size as u64)
+                .saturating_mul(plan.model.hidden_size as u64)
+                .saturating_mul(4);
+            let workspace = workspace(plan, stage, params, whole, table);
+            // Loading reads the whole model (and its moments when resuming); a fresh start
+            // draws one whole tensor at a time, the largest being the embedding.
+            let startup = match (resuming, plan.load_checkpoint != LoadCheckpoint::None) {
+                (true, _) => whole.saturating_mul(3),
+                (false, true) => whole,
+                (false, false) => table,
             };
             stages.push(RankMemory {
                 stage,

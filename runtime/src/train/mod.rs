@@ -138,6 +138,7 @@ pub fn run(
         if outcome.checkpoint_due || outcome.stopping {
             let checkpoint = trainer.save()?;
             if outcome.stopping {
+                trainer.settle()?;
                 tracing::warn!(step = outcome.step, "stop signal: final state saved");
                 return Err(Error::Stopped {
                     step: outcome.step,

@@ -1,21 +1,25 @@
 //! Where a run starts: the newest committed checkpoint (resume), a checkpoint's or HF
-//! directory's weights (fine-tuning), or fresh initialisation.
+//! directory's weights (fine-tuning), or fresh initialisation. A fresh start initialises only
+//! the rank's part (the same values as the whole model's); loading still reads the whole model
+//! and keeps the part.
 
 use std::path::PathBuf;
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::plan::LoadCheckpoint;
 use crate::config::TrainPlan;
+use crate::model::params::Layout;
 use crate::model::qwen3::Qwen3;
+use crate::model::shard::Shard;
 use crate::optim::adamw::AdamWState;
 
 use super::Error;
 
-/// The whole model's state a run starts from.
+/// The rank's part of the state a run starts from.
 pub(super) struct Start {
-    /// Every parameter of the whole model, in layout order.
-    pub params: Vec<f32>,
-    /// The whole model's AdamW moments when resuming.
+    /// The rank's part of the model.
+    pub model: Qwen3,
+    /// Its AdamW moments when resuming.
     pub optimizer: Option<AdamWState>,
     /// Step and samples consumed (zero for a fresh start or fine-tuning).
     pub state: TrainerState,
@@ -23,20 +27,13 @@ pub(super) struct Start {
     pub from: Option<PathBuf>,
 }
 
-/// The start of `plan`: every rank builds the whole model (initialised from `plan.seed`, or
-/// loaded) so that any layout starts from the same weights.
-pub(super) fn load(plan: &TrainPlan) -> Result<Start, Error> {
-    let full = Qwen3::init(plan.model.clone(), plan.seed as u32)?;
+/// The start of `plan` for the rank holding `shard`.
+pub(super) fn load(plan: &TrainPlan, shard: Shard) -> Result<Start, Error> {
     let root = &plan.checkpoint_root;
-    let mut start = Start {
-        params: full.params,
-        optimizer: None,
-        state: TrainerState {
-            step: 0,
-            consumed_samples: 0,
-            last_loss: f32::NAN,
-        },
-        from: None,
+    let fresh = TrainerState {
+        step: 0,
+        consumed_samples: 0,
+        last_loss: f32::NAN,
     };
     let source = match &plan.load_checkpoint {
         LoadCheckpoint::None => None,
@@ -48,24 +45,42 @@ pub(super) fn load(plan: &TrainPlan) -> Result<Start, Error> {
         if plan.load_checkpoint == LoadCheckpoint::Auto {
             tracing::info!(root = %root.display(), "no committed checkpoint: starting fresh");
         }
-        return Ok(start);
+        return Ok(Start {
+            model: Qwen3::init_sharded(&plan.model, shard, plan.seed as u32)?,
+            optimizer: None,
+            state: fresh,
+            from: None,
+        });
     };
-    let loaded = checkpoint::load(&dir, &full.config, &full.layout)?;
-    start.params = loaded.params;
-    if plan.resume_training {
-        let (Some(optimizer), Some(state)) = (loaded.optimizer, loaded.state) else {
-            return Err(Error::Unsupported(format!(
-                "{}: resume_training needs optimizer.safetensors and trainer_state.json; this \
-                 directory only has weights (set resume_training: False to fine-tune from it)",
-                dir.display()
-            )));
-        };
-        start.optimizer = Some(optimizer);
-        start.state = state;
-        tracing::info!(step = start.state.step, dir = %dir.display(), "resumed");
-    } else {
+    plan.model.validate()?;
+    let global = Layout::new(&plan.model);
+    let loaded = checkpoint::load(&dir, &plan.model, &global)?;
+    let model = Qwen3::sharded(&plan.model, shard, &loaded.params)?;
+    drop(loaded.params);
+    let mut start = Start {
+        model,
+        optimizer: None,
+        state: fresh,
+        from: Some(dir.clone()),
+    };
+    if !plan.resume_training {
         tracing::info!(dir = %dir.display(), "initialised weights from checkpoint");
+        return Ok(start);
     }
-    start.from = Some(dir);
+    let (Some(o), Some(state)) = (loaded.optimizer, loaded.state) else {
+        return Err(Error::Unsupported(format!(
+            "{}: resume_training needs optimizer.safetensors and trainer_state.json; this \
+             directory only has weights (set resume_training: False to fine-tune from it)",
+            dir.display()
+        )));
+    };
+    let m = &start.model;
+    start.optimizer = Some(AdamWState {
+        m: m.shard.extract(&m.layout, &global, &o.m),
+        v: m.shard.extract(&m.layout, &global, &o.v),
+        step: o.step,
+    });
+    start.state = state;
+    tracing::info!(step = start.state.step, dir = %dir.display(), "resumed");
     Ok(start)
 }

@@ -7,7 +7,6 @@ use crate::checkpoint::TrainerState;
 use crate::config::TrainPlan;
 use crate::data::sampling::{build_datasets, MegatronDataset};
 use crate::data::tokenizer::HfTokenizer;
-use crate::model::params::Layout;
 use crate::model::qwen3::Qwen3;
 use crate::optim::adamw::{AdamWConfig, AdamWState};
 use crate::parallel::zero::DistOptimizer;
@@ -16,6 +15,7 @@ use crate::parallel::Topology;
 use super::cluster::{self, Cluster};
 use super::memory::MemoryPlan;
 use super::report::{Reporter, StepRecord};
+use super::save::{PendingSave, Spare};
 use super::step::StepPlan;
 use super::{start, Context, Error, Summary};
 
@@ -39,6 +39,10 @@ pub struct Trainer<'a> {
     start_step: u64,
     losses: Vec<f32>,
     spikes_in_a_row: u64,
+    /// A checkpoint being written in the background.
+    pub(super) pending: Option<PendingSave>,
+    /// Snapshot buffers kept for the next background save.
+    pub(super) spare: Spare,
 }
 
 /// What a step did.
@@ -88,20 +92,11 @@ impl<'a> Trainer<'a> {
             Error::Unsupported("the split string gives the train split no documents".into())
         })?;
         tracing::info!(samples = train.len(), "train dataset ready");
-        let start = start::load(plan)?;
-        let model = Qwen3::sharded(&plan.model, cluster::shard_of(plan, &topo), &start.params)?;
-        drop(start.params);
-        let optimizer = match start.optimizer {
-            Some(o) => {
-                let g = Layout::new(&plan.model);
-                AdamWState {
-                    m: model.shard.extract(&model.layout, &g, &o.m),
-                    v: model.shard.extract(&model.layout, &g, &o.v),
-                    step: o.step,
-                }
-            }
-            None => AdamWState::new(model.layout.total),
-        };
+        let start = start::load(plan, cluster::shard_of(plan, &topo))?;
+        let model = start.model;
+        let optimizer = start
+            .optimizer
+            .unwrap_or_else(|| AdamWState::new(model.layout.total));
         let optimizer = DistOptimizer::new(optimizer, plan.zero1, topo.dp_rank, topo.dp);
         if let DistOptimizer::Sharded { lo, hi, .. } = &optimizer {
             tracing::info!("ZeRO-1: this replica keeps the AdamW state of parameters {lo}..{hi}");
@@ -152,6 +147,8 @@ impl<'a> Trainer<'a> {
             start_step,
             losses: Vec::new(),
             spikes_in_a_row: 0,
+            pending: None,
+            spare: Spare::default(),
         })
     }
 
@@ -263,8 +260,9 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Ends the run: closes the metrics files and summarises it.
-    pub fn finish(self) -> Result<Summary, Error> {
+    /// Ends the run: waits for the last checkpoint, closes the metrics files and summarises.
+    pub fn finish(mut self) -> Result<Summary, Error> {
+        self.settle()?;
         let tokens_per_sec = self.report.tokens_per_sec();
         self.report.close()?;
         Ok(Summary {

@@ -138,7 +138,7 @@ fn every_layout_gives_the_single_process_losses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = byte_dataset(dir.path(), 20);
     // Global batch 4 in every layout; 10 steps.
-    let layouts: [(&str, usize, &[&str]); 15] = [
+    let layouts: [(&str, usize, &[&str]); 16] = [
         (
             "1-1-1",
             1,
@@ -193,6 +193,17 @@ fn every_layout_gives_the_single_process_losses() {
                 "--parallel_config.data_parallel=2",
                 "--parallel_config.pipeline_stage=2",
                 "--parallel_config.micro_batch_num=2",
+            ],
+        ),
+        // Checkpoints written in the background: the same parts and unified export.
+        (
+            "1-2-2-async-save",
+            4,
+            &[
+                "--parallel_config.model_parallel=2",
+                "--parallel_config.pipeline_stage=2",
+                "--parallel_config.micro_batch_num=4",
+                "--callbacks.1.async_save=True",
             ],
         ),
         // Recomputation: every layer, then the first layer of each stage.
