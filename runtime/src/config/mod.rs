@@ -110,6 +110,17 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// The example configs, sorted.
+    fn example_configs() -> Vec<PathBuf> {
+        let mut names: Vec<_> = std::fs::read_dir(configs_dir())
+            .expect("configs/qwen3 exists")
+            .map(|e| e.expect("readable dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Directory of the example configs, relative to this crate.
     fn configs_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qwen3")
@@ -125,12 +136,7 @@ mod tests {
 
     #[test]
     fn every_example_config_loads_validates_and_round_trips() {
-        let mut names: Vec<_> = std::fs::read_dir(configs_dir())
-            .expect("configs/qwen3 exists")
-            .map(|e| e.expect("readable dir entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        names.sort();
+        let names = example_configs();
         assert!(names.len() >= 3, "{names:?}");
         for path in names {
             let config = load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
@@ -147,12 +153,7 @@ mod tests {
     /// example as the runtime's validation does, with overrides in either form.
     #[test]
     fn the_contract_reads_the_layout_the_runtime_validates() {
-        let mut names: Vec<_> = std::fs::read_dir(configs_dir())
-            .expect("configs/qwen3 exists")
-            .map(|e| e.expect("readable dir entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        names.sort();
+        let names = example_configs();
         let overrides: [&[&str]; 3] = [
             &[],
             &["--parallel_config.data_parallel", "1"],

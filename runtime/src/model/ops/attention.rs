@@ -33,7 +33,14 @@ impl AttnDims {
 }
 
 /// Copies head-major `src` (B, N, T, d) into token-major `dst` (B, T, N, d).
-fn heads_to_tokens(dst: &mut [f32], src: &[f32], b: usize, t: usize, n: usize, d: usize) {
+pub(super) fn heads_to_tokens(
+    dst: &mut [f32],
+    src: &[f32],
+    b: usize,
+    t: usize,
+    n: usize,
+    d: usize,
+) {
     dst.par_chunks_mut(n * d)
         .enumerate()
         .for_each(|(row, out)| {

@@ -11,25 +11,12 @@
 
 use rayon::prelude::*;
 
-use super::attention::AttnDims;
+use super::attention::{heads_to_tokens, AttnDims};
 use crate::tensor::gemm::{matmul, Mat, Par};
 use crate::tensor::math::exp;
 
 /// Queries and keys per tile.
 pub const TILE: usize = 64;
-
-/// Copies head-major `src` (B, N, T, d) into token-major `dst` (B, T, N, d).
-fn heads_to_tokens(dst: &mut [f32], src: &[f32], t: usize, n: usize, d: usize) {
-    dst.par_chunks_mut(n * d)
-        .enumerate()
-        .for_each(|(row, out)| {
-            let (bi, ti) = (row / t, row % t);
-            for h in 0..n {
-                let s = ((bi * n + h) * t + ti) * d;
-                out[h * d..(h + 1) * d].copy_from_slice(&src[s..s + d]);
-            }
-        });
-}
 
 /// Head `h` of (B, T, N, d) activations, rows `from..from + rows` of batch `bi`, as a strided view.
 fn rows_of(
@@ -128,7 +115,7 @@ pub fn flash_attention_forward(
                 }
             }
         });
-    heads_to_tokens(out, scratch, t, nq, d);
+    heads_to_tokens(out, scratch, dims.b, t, nq, d);
 }
 
 /// Scratch buffers of [`flash_attention_backward`], head-major.
@@ -192,10 +179,9 @@ pub fn flash_attention_backward(
                 head_backward(head, &ins, bi, h, g, dims);
             }
         });
-    heads_to_tokens(dq, scratch.dq, t, nq, d);
-    heads_to_tokens(dk, scratch.dk, t, nkv, d);
-    heads_to_tokens(dv, scratch.dv, t, nkv, d);
-    let _ = b;
+    heads_to_tokens(dq, scratch.dq, b, t, nq, d);
+    heads_to_tokens(dk, scratch.dk, b, t, nkv, d);
+    heads_to_tokens(dv, scratch.dv, b, t, nkv, d);
 }
 
 /// One query head's gradient (written) and its K/V head's (accumulated), head-major (T, d).
