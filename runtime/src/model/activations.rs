@@ -49,7 +49,7 @@ pub struct Activations {
     pub(super) act: Vec<f32>,       // (L, N, F)
     pub(super) lnf: Vec<f32>,       // (N, H)
     pub(super) lnf_rstd: Vec<f32>,  // (N)
-    /// Logits of one chunk of tokens (C, V), C = [`Activations::loss_chunk`]: the whole
+    /// Logits of one chunk of tokens (C, V), C = [`loss_chunk`]: the whole
     /// (N, V) when one chunk covers every token. After the backward, the gradient of the
     /// first chunk's logits.
     pub logits: Vec<f32>,
@@ -301,11 +301,6 @@ impl Activations {
         m(floats, 4)
     }
 
-    /// Tokens per logits chunk.
-    pub fn loss_chunk(&self) -> usize {
-        self.loss_chunk
-    }
-
     /// Runs the LM head and the loss over chunks of `tokens` tokens (at least 1, at most the
     /// micro-batch) instead of the size [`LOGITS_CHUNK_BYTES`] gives.
     pub fn set_loss_chunk(&mut self, tokens: usize) {
@@ -317,11 +312,6 @@ impl Activations {
     /// Whether layer `l`'s activations are recomputed in the backward.
     pub fn recomputed(&self, l: usize) -> bool {
         l < self.recompute
-    }
-
-    /// Layers recomputed in the backward (the first ones of the part).
-    pub fn recomputed_layers(&self) -> usize {
-        self.recompute
     }
 
     /// Micro-batch size and sequence length this arena serves.

@@ -52,7 +52,6 @@ pub(super) fn load(plan: &TrainPlan, shard: Shard) -> Result<Start, Error> {
             from: None,
         });
     };
-    plan.model.validate()?;
     let global = Layout::new(&plan.model);
     let loaded = checkpoint::load(&dir, &plan.model, &global)?;
     let model = Qwen3::sharded(&plan.model, shard, &loaded.params)?;

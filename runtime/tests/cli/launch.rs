@@ -133,12 +133,10 @@ fn run_ok(mut c: Command) -> Output {
     o
 }
 
-#[test]
-fn every_layout_gives_the_single_process_losses() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = byte_dataset(dir.path(), 20);
-    // Global batch 4 in every layout; 10 steps.
-    let layouts: [(&str, usize, &[&str]); 16] = [
+/// The layouts of [`every_layout_gives_the_single_process_losses`]: (name, workers, overrides),
+/// global batch 4 in each. Every "1-1-1…" entry is the one-process reference of those after it.
+fn layouts() -> [(&'static str, usize, &'static [&'static str]); 16] {
+    [
         (
             "1-1-1",
             1,
@@ -285,7 +283,15 @@ fn every_layout_gives_the_single_process_losses() {
                 "--model.model_config.offset=[1, 0]",
             ],
         ),
-    ];
+    ]
+}
+
+#[test]
+fn every_layout_gives_the_single_process_losses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    // Global batch 4 in every layout; 10 steps.
+    let layouts = layouts();
     let mut reference: Option<Vec<f32>> = None;
     for (name, workers, extra) in layouts {
         let out = dir.path().join(name);

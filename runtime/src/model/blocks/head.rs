@@ -61,7 +61,7 @@ pub(crate) fn embed_backward(
 
 /// Head forward from the last layer's output ([`Activations::stage_output`]): the masked
 /// mean loss `Σ mask·CE / Σ mask` (0 when the mask is empty). The LM head and the loss run over
-/// chunks of [`Activations::loss_chunk`] tokens; the last chunk's logits stay in `a.logits`.
+/// chunks of `loss_chunk` tokens (see [`loss_chunk`](crate::model::activations::loss_chunk)); the last chunk's logits stay in `a.logits`.
 pub(crate) fn head_forward(
     a: &mut Activations,
     w: &HeadWeights<'_>,

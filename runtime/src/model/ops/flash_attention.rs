@@ -287,6 +287,25 @@ mod tests {
     use super::*;
     use crate::model::ops::gradcheck::*;
 
+    /// The flash kernel forward and backward: out, dq, dk, dv.
+    fn flash(dm: AttnDims, q: &[f32], k: &[f32], v: &[f32], dout: &[f32]) -> [Vec<f32>; 4] {
+        let (nq_len, nkv_len) = (q.len(), k.len());
+        let z = |n: usize| vec![0.0f32; n];
+        let (mut out, mut lse, mut sc) = (z(nq_len), z(dm.b * dm.nq * dm.t), z(nq_len));
+        flash_attention_forward(&mut out, &mut lse, &mut sc, q, k, v, dm);
+        let (mut dq, mut dk, mut dv) = (z(nq_len), z(nkv_len), z(nkv_len));
+        let (mut s1, mut s2, mut s3) = (z(nq_len), z(nkv_len), z(nkv_len));
+        let scratch = FlashBackwardScratch {
+            dq: &mut s1,
+            dk: &mut s2,
+            dv: &mut s3,
+        };
+        flash_attention_backward(
+            &mut dq, &mut dk, &mut dv, scratch, dout, &out, q, k, v, &lse, dm,
+        );
+        [out, dq, dk, dv]
+    }
+
     /// Runs both kernels on the same inputs; returns (explicit, flash) of out, dq, dk, dv.
     fn both(dm: AttnDims, seed: u32) -> [(Vec<f32>, Vec<f32>); 4] {
         let (nq_len, nkv_len) = (dm.b * dm.t * dm.nq * dm.d, dm.b * dm.t * dm.nkv * dm.d);
@@ -309,19 +328,7 @@ mod tests {
         attention_backward(
             &mut dq_e, &mut dk_e, &mut dv_e, scratch, &dout, &q, &k, &v, &att, dm,
         );
-        // Flash.
-        let (mut out_f, mut lse, mut sc) = (z(nq_len), z(dm.b * dm.nq * dm.t), z(nq_len));
-        flash_attention_forward(&mut out_f, &mut lse, &mut sc, &q, &k, &v, dm);
-        let (mut dq_f, mut dk_f, mut dv_f) = (z(nq_len), z(nkv_len), z(nkv_len));
-        let (mut s1, mut s2, mut s3) = (z(nq_len), z(nkv_len), z(nkv_len));
-        let scratch = FlashBackwardScratch {
-            dq: &mut s1,
-            dk: &mut s2,
-            dv: &mut s3,
-        };
-        flash_attention_backward(
-            &mut dq_f, &mut dk_f, &mut dv_f, scratch, &dout, &out_f, &q, &k, &v, &lse, dm,
-        );
+        let [out_f, dq_f, dk_f, dv_f] = flash(dm, &q, &k, &v, &dout);
         [(out_e, out_f), (dq_e, dq_f), (dk_e, dk_f), (dv_e, dv_f)]
     }
 
@@ -387,21 +394,9 @@ mod tests {
             }
             out
         };
-        let z = |n: usize| vec![0.0f32; n];
-        let (mut out, mut lse, mut sc) = (z(nq_len), z(dm.nq * dm.t), z(nq_len));
-        flash_attention_forward(&mut out, &mut lse, &mut sc, &q, &k, &v, dm);
+        let [out, dq, dk, dv] = flash(dm, &q, &k, &v, &lw);
         let (qs, ks, vs) = (f64s(&q), f64s(&k), f64s(&v));
         assert_close("out", &out, &reference(&qs, &ks, &vs), 1e-6);
-        let (mut dq, mut dk, mut dv) = (z(nq_len), z(nkv_len), z(nkv_len));
-        let (mut s1, mut s2, mut s3) = (z(nq_len), z(nkv_len), z(nkv_len));
-        let scratch = FlashBackwardScratch {
-            dq: &mut s1,
-            dk: &mut s2,
-            dv: &mut s3,
-        };
-        flash_attention_backward(
-            &mut dq, &mut dk, &mut dv, scratch, &lw, &out, &q, &k, &v, &lse, dm,
-        );
         let gq = numeric_grad(&qs, &|x| dot(&reference(x, &ks, &vs), &lw));
         let gk = numeric_grad(&ks, &|x| dot(&reference(&qs, x, &vs), &lw));
         let gv = numeric_grad(&vs, &|x| dot(&reference(&qs, &ks, x), &lw));
