@@ -8,6 +8,7 @@ use pretrain::model::params::Layout;
 use pretrain::model::qwen3::{Activations, Batch, Qwen3};
 use pretrain::model::Qwen3Config;
 use pretrain::optim::adamw::{adamw_step, clip_grad_norm, AdamWConfig, AdamWState};
+use pretrain::tensor::gemm::Compute;
 use pretrain_system_tests::asset;
 use safetensors::tensor::Dtype;
 
@@ -20,7 +21,12 @@ impl Fixture {
         let dir = asset(&format!("qwen3/{name}"));
         let config = std::fs::read_to_string(dir.join("config.json")).expect("config.json");
         let config = Qwen3Config::from_hf_json(&config).expect("parse config.json");
-        let bytes = std::fs::read(dir.join("fixture.safetensors")).expect("fixture");
+        (config, Fixture::read(name, "fixture.safetensors"))
+    }
+
+    /// The tensors of `tests/assets/qwen3/<name>/<file>`.
+    fn read(name: &str, file: &str) -> Fixture {
+        let bytes = std::fs::read(asset(&format!("qwen3/{name}/{file}"))).expect("fixture");
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
         let mut tensors = HashMap::new();
         for (n, t) in st.tensors() {
@@ -42,7 +48,7 @@ impl Fixture {
             };
             tensors.insert(n, (t.shape().to_vec(), v));
         }
-        (config, Fixture { tensors })
+        Fixture { tensors }
     }
 
     fn get(&self, name: &str) -> &[f64] {
@@ -82,24 +88,44 @@ fn check(what: &str, got: &[f32], want: &[f64], tol: f64) {
     assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
 }
 
+/// The fixture's batch: ids, labels, loss mask and the positions under `positions_key`.
+struct Inputs {
+    ids: Vec<u32>,
+    labels: Vec<u32>,
+    mask: Vec<f32>,
+    positions: Vec<i64>,
+}
+
+impl Inputs {
+    fn of(fx: &Fixture, positions_key: &str) -> Inputs {
+        let to_u32 = |k: &str| fx.get(k).iter().map(|&x| x as u32).collect::<Vec<_>>();
+        Inputs {
+            ids: to_u32("input_ids"),
+            labels: to_u32("labels"),
+            mask: fx.get("loss_mask").iter().map(|&x| x as f32).collect(),
+            positions: fx.get(positions_key).iter().map(|&x| x as i64).collect(),
+        }
+    }
+
+    fn batch(&self) -> Batch<'_> {
+        Batch {
+            ids: &self.ids,
+            labels: &self.labels,
+            loss_mask: &self.mask,
+            positions: &self.positions,
+            b: 2,
+            t: 16,
+        }
+    }
+}
+
 fn run(name: &str, positions_key: &str, logits_key: &str, grad_prefix: &str, loss_key: &str) {
     let (config, fx) = Fixture::load(name);
     let layout = Layout::new(&config);
     let model = Qwen3::with_params(config.clone(), fx.params(&layout, "")).expect("model");
-    let to_u32 = |k: &str| fx.get(k).iter().map(|&x| x as u32).collect::<Vec<_>>();
-    let (ids, labels) = (to_u32("input_ids"), to_u32("labels"));
-    let mask: Vec<f32> = fx.get("loss_mask").iter().map(|&x| x as f32).collect();
-    let positions: Vec<i64> = fx.get(positions_key).iter().map(|&x| x as i64).collect();
-    let (b, t) = (2, 16);
-    let batch = Batch {
-        ids: &ids,
-        labels: &labels,
-        loss_mask: &mask,
-        positions: &positions,
-        b,
-        t,
-    };
-    let mut acts = Activations::new(&config, b, t);
+    let inputs = Inputs::of(&fx, positions_key);
+    let batch = inputs.batch();
+    let mut acts = Activations::new(&config, 2, 16);
     let loss = model.forward(&mut acts, &batch).expect("forward");
     check(
         &format!("{name} {logits_key}"),
@@ -151,18 +177,8 @@ fn two_adamw_steps(name: &str) {
     let (config, fx) = Fixture::load(name);
     let layout = Layout::new(&config);
     let mut model = Qwen3::with_params(config.clone(), fx.params(&layout, "")).expect("model");
-    let to_u32 = |k: &str| fx.get(k).iter().map(|&x| x as u32).collect::<Vec<_>>();
-    let (ids, labels) = (to_u32("input_ids"), to_u32("labels"));
-    let mask: Vec<f32> = fx.get("loss_mask").iter().map(|&x| x as f32).collect();
-    let positions: Vec<i64> = fx.get("position_ids").iter().map(|&x| x as i64).collect();
-    let batch = Batch {
-        ids: &ids,
-        labels: &labels,
-        loss_mask: &mask,
-        positions: &positions,
-        b: 2,
-        t: 16,
-    };
+    let inputs = Inputs::of(&fx, "position_ids");
+    let batch = inputs.batch();
     let mut acts = Activations::new(&config, 2, 16);
     let cfg = AdamWConfig {
         beta1: 0.9,
@@ -240,4 +256,56 @@ fn two_adamw_steps_match_torch_untied() {
 #[test]
 fn two_adamw_steps_match_torch_tied() {
     two_adamw_steps("tied");
+}
+
+/// `compute_dtype: bfloat16` against `torch.autocast("cpu", dtype=torch.bfloat16)` on the same
+/// model and batch (tests/assets/qwen3/untied/autocast_bf16.safetensors, made by
+/// scripts/hf-oracle/gen_qwen3_autocast_fixture.py). Both round matmul inputs to bf16, so each
+/// departs from the exact (f64) result by bf16's relative precision, 2^-8, times what the
+/// roundings add up to; they do not round at the same places (autocast also rounds the
+/// projections' outputs and runs the attention matmuls in bf16, the runtime keeps those in
+/// f32), so they cannot agree to more than that. The bound: for the loss and every gradient,
+/// the runtime's error against f64 is at most 1.5x autocast's own plus 1e-3, i.e. bf16 compute
+/// here is no less accurate than PyTorch's.
+#[test]
+fn bf16_compute_is_as_accurate_as_torch_autocast() {
+    let (config, fx) = Fixture::load("untied");
+    let peer = Fixture::read("untied", "autocast_bf16.safetensors");
+    let layout = Layout::new(&config);
+    let mut model = Qwen3::with_params(config.clone(), fx.params(&layout, "")).expect("model");
+    model.compute = Compute::Bf16;
+    let inputs = Inputs::of(&fx, "position_ids");
+    let batch = inputs.batch();
+    let mut acts = Activations::new(&config, 2, 16);
+    let loss = model.forward(&mut acts, &batch).expect("forward");
+    let mut grads = vec![0.0f32; layout.total];
+    model.backward(&mut acts, &batch, &mut grads, 1.0);
+    let mut rows = vec![(
+        "loss".to_string(),
+        vec![loss],
+        "loss64".to_string(),
+        "loss".to_string(),
+    )];
+    for s in &layout.specs {
+        let got = grads[s.offset..s.offset + s.len].to_vec();
+        rows.push((
+            s.name.clone(),
+            got,
+            format!("grad64.{}", s.name),
+            format!("grad.{}", s.name),
+        ));
+    }
+    for (what, got, exact, theirs) in rows {
+        let peer_vals: Vec<f32> = peer.get(&theirs).iter().map(|&x| x as f32).collect();
+        let (ours, autocast) = (
+            rel_err(&got, fx.get(&exact)),
+            rel_err(&peer_vals, fx.get(&exact)),
+        );
+        eprintln!("{what}: runtime bf16 {ours:.2e}, autocast {autocast:.2e}");
+        assert!(
+            ours <= 1.5 * autocast + 1e-3,
+            "{what}: bf16 error {ours:e} against autocast's {autocast:e}"
+        );
+        assert!(ours > 1e-6, "{what}: error {ours:e}, as if computed in f32");
+    }
 }

@@ -153,7 +153,7 @@ pub fn parse_blend(items: &[String]) -> Result<Blend> {
                 .into(),
         ));
     }
-    let paired = items.len() % 2 == 0
+    let paired = items.len().is_multiple_of(2)
         && items
             .iter()
             .step_by(2)

@@ -95,7 +95,7 @@ impl LaunchOptions {
         if self.worker_num == 0 || self.local_worker_num == 0 {
             return bad("--worker-num and --local-worker-num must be at least 1".into());
         }
-        if self.worker_num % self.local_worker_num != 0 {
+        if !self.worker_num.is_multiple_of(self.local_worker_num) {
             return bad(format!(
                 "--worker-num {} is not a multiple of --local-worker-num {}: every node runs \
                  the same number of workers",

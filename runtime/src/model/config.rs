@@ -134,7 +134,7 @@ impl Qwen3Config {
                 ),
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return issue(
                 &["head_dim"],
                 format!(

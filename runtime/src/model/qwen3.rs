@@ -15,6 +15,7 @@ use super::params::{Layout, LAYER_PARAMS};
 use super::shard::Shard;
 use super::{Error, Qwen3Config, Result};
 use crate::dist::{Communicator, SoloComm};
+use crate::tensor::gemm::Compute;
 
 /// A micro-batch in Megatron's convention: labels are already shifted, `loss_mask` selects the
 /// positions that count.
@@ -46,6 +47,9 @@ pub struct Qwen3 {
     pub shard: Shard,
     /// Vocabulary size of the whole model.
     pub full_vocab: usize,
+    /// The projections' matmul precision (`compute_dtype`; f32 unless set): master weights,
+    /// norms, softmax, loss and optimizer stay f32 either way.
+    pub compute: Compute,
 }
 
 impl Qwen3 {
@@ -57,6 +61,7 @@ impl Qwen3 {
         Ok(Qwen3 {
             shard: Shard::full(&config),
             full_vocab: config.vocab_size,
+            compute: Compute::F32,
             config,
             layout,
             params,
@@ -77,6 +82,7 @@ impl Qwen3 {
         Ok(Qwen3 {
             shard: Shard::full(&config),
             full_vocab: config.vocab_size,
+            compute: Compute::F32,
             config,
             layout,
             params,
@@ -120,6 +126,7 @@ impl Qwen3 {
             lm_head: lay.get(&self.params, lay.lm_head()),
             vocab_start: self.vocab_start(),
             v: self.config.vocab_size,
+            compute: self.compute,
         }
     }
 
@@ -142,7 +149,7 @@ impl Qwen3 {
         );
         self.check_tokens(batch)?;
         let mut tp = TensorParallel::new(tp);
-        let dm = Dims::new(c, batch.b, batch.t);
+        let dm = Dims::new(c, batch.b, batch.t, self.compute);
         let (cos, sin) = rope_tables(batch.positions, c.head_dim, c.rope_theta as f32);
         acts.cos.copy_from_slice(&cos);
         acts.sin.copy_from_slice(&sin);
@@ -179,7 +186,7 @@ impl Qwen3 {
         let c = &self.config;
         let lay = &self.layout;
         let mut tp = TensorParallel::new(tp);
-        let dm = Dims::new(c, batch.b, batch.t);
+        let dm = Dims::new(c, batch.b, batch.t, self.compute);
         let mut g = lay.split_mut(grads);
         if self.shard.last {
             let (norm, head) = (lay.final_norm(), lay.lm_head());

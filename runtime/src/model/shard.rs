@@ -13,6 +13,7 @@
 //! embedding, whose gradient is summed with the first stage's, as Megatron does). Absent
 //! tensors keep their place in the layout with zero rows, so layouts stay uniform.
 
+use crate::tensor::gemm::Compute;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -250,6 +251,7 @@ impl Qwen3 {
             params,
             full_vocab: config.vocab_size,
             shard,
+            compute: Compute::F32,
         })
     }
 
@@ -265,6 +267,7 @@ impl Qwen3 {
             params,
             full_vocab: config.vocab_size,
             shard,
+            compute: Compute::F32,
         })
     }
 

@@ -72,9 +72,41 @@ pub enum Par {
     Single,
 }
 
-/// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major `m x n` with row stride
-/// `dst_rs`. Panics if the views do not fit their slices (a programming error, never input).
-pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Par) {
+/// The element type the inputs of a product are rounded to (`compute_dtype`); sums are f32
+/// either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compute {
+    /// f32 inputs: the `gemm` crate.
+    F32,
+    /// bf16-rounded inputs: [`super::gemm_bf16`].
+    Bf16,
+}
+
+/// [`matmul`] with inputs in `compute`'s precision.
+pub fn matmul_as(
+    compute: Compute,
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    accumulate: bool,
+    par: Par,
+) {
+    match compute {
+        Compute::F32 => matmul(dst, dst_rs, a, b, accumulate, par),
+        Compute::Bf16 => super::gemm_bf16::matmul_bf16(dst, dst_rs, a, b, accumulate, par),
+    }
+}
+
+/// Checks that the views fit their slices (panics otherwise: a programming error, never
+/// input) and handles the empty cases: returns whether a product remains to be computed.
+pub(super) fn check_shapes(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    accumulate: bool,
+) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert!(a.span() <= a.data.len(), "lhs view exceeds its slice");
@@ -86,7 +118,7 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat<'_>, b: Mat<'_>, accumulate
     };
     assert!(dst_span <= dst.len(), "dst view exceeds its slice");
     if m == 0 || n == 0 {
-        return;
+        return false;
     }
     if k == 0 {
         if !accumulate {
@@ -94,6 +126,16 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat<'_>, b: Mat<'_>, accumulate
                 dst[i * dst_rs..i * dst_rs + n].fill(0.0);
             }
         }
+        return false;
+    }
+    true
+}
+
+/// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major `m x n` with row stride
+/// `dst_rs`. Panics if the views do not fit their slices (a programming error, never input).
+pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat<'_>, b: Mat<'_>, accumulate: bool, par: Par) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if !check_shapes(dst, dst_rs, a, b, accumulate) {
         return;
     }
     let parallelism = match par {

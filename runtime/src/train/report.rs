@@ -119,7 +119,7 @@ impl Reporter {
         }
         let step = r.step;
         if self.rank0
-            && (step % plan.log_every_steps.max(1) == 0
+            && (step.is_multiple_of(plan.log_every_steps.max(1))
                 || step == plan.train_steps
                 || step == self.start_step + 1)
         {

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::plan::LoadCheckpoint;
-use crate::config::TrainPlan;
+use crate::config::{Precision, TrainPlan};
 use crate::model::params::Layout;
 use crate::model::qwen3::Qwen3;
 use crate::model::shard::Shard;
 use crate::optim::adamw::AdamWState;
+use crate::tensor::gemm::Compute;
+use crate::tensor::gemm_bf16::has_native_bf16;
 
 use super::Error;
 
@@ -27,8 +29,26 @@ pub(super) struct Start {
     pub from: Option<PathBuf>,
 }
 
-/// The start of `plan` for the rank holding `shard`.
+/// The start of `plan` for the rank holding `shard`, computing in `compute_dtype`.
 pub(super) fn load(plan: &TrainPlan, shard: Shard) -> Result<Start, Error> {
+    let mut start = load_state(plan, shard)?;
+    start.model.compute = match plan.compute_dtype {
+        Precision::Bfloat16 => {
+            if !has_native_bf16() {
+                tracing::warn!(
+                    "compute_dtype bfloat16: this CPU has no AVX512-BF16, so bf16 products are \
+                     emulated (same bits, slower than float32)"
+                );
+            }
+            Compute::Bf16
+        }
+        _ => Compute::F32,
+    };
+    Ok(start)
+}
+
+/// The rank's part of the state `plan` starts from.
+fn load_state(plan: &TrainPlan, shard: Shard) -> Result<Start, Error> {
     let root = &plan.checkpoint_root;
     let fresh = TrainerState {
         step: 0,

@@ -217,10 +217,9 @@ impl<'a> Trainer<'a> {
             train_samples: self.train.len() as u64,
         };
         self.report.record(plan, &record)?;
-        let checkpoint_due = plan
-            .checkpoint
-            .as_ref()
-            .is_some_and(|ck| step % ck.every_steps.max(1) == 0 || step == plan.train_steps);
+        let checkpoint_due = plan.checkpoint.as_ref().is_some_and(|ck| {
+            step.is_multiple_of(ck.every_steps.max(1)) || step == plan.train_steps
+        });
         Ok(StepOutcome {
             step,
             loss,

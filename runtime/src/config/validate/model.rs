@@ -130,7 +130,7 @@ impl Config {
             None if heads == 0 => 0, // reported by the check
             None => {
                 ensure(
-                    m.hidden_size % heads == 0,
+                    m.hidden_size.is_multiple_of(heads),
                     &format!("{MC}.head_dim"),
                     || "hidden_size is not a multiple of num_attention_heads; set head_dim".into(),
                 )?;
@@ -194,7 +194,7 @@ fn check_tensor_parallel(qc: &Qwen3Config, tp: u64) -> Result<()> {
         },
     )?;
     ensure(
-        qc.intermediate_size % tp == 0 && qc.vocab_size % tp == 0,
+        qc.intermediate_size.is_multiple_of(tp) && qc.vocab_size.is_multiple_of(tp),
         &format!("{MC}.intermediate_size, {MC}.vocab_size, parallel_config.model_parallel"),
         || {
             format!(
@@ -278,6 +278,16 @@ fn check_unsupported(m: &ModelConfig) -> Result<()> {
             m.use_sliding_window,
             "use_sliding_window",
             "dense Qwen3 uses full attention; set False",
+        ),
+        (
+            m.params_dtype != Precision::Float32,
+            "params_dtype",
+            "master weights are float32 (bfloat16 compute keeps them so); set float32",
+        ),
+        (
+            m.compute_dtype == Precision::Float16,
+            "compute_dtype",
+            "float16 compute is not supported; use bfloat16 or float32",
         ),
         (
             m.layernorm_compute_dtype != Precision::Float32,

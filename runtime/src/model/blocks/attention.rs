@@ -34,15 +34,23 @@ pub(crate) fn attention_block_forward(
         h,
         eps,
     );
-    linear_forward(a.q_raw, a.ln1, w[P::QProj as usize], n, h, qd);
-    linear_forward(a.k_raw, a.ln1, w[P::KProj as usize], n, h, kvd);
-    linear_forward(a.v, a.ln1, w[P::VProj as usize], n, h, kvd);
+    linear_forward(dm.compute, a.q_raw, a.ln1, w[P::QProj as usize], n, h, qd);
+    linear_forward(dm.compute, a.k_raw, a.ln1, w[P::KProj as usize], n, h, kvd);
+    linear_forward(dm.compute, a.v, a.ln1, w[P::VProj as usize], n, h, kvd);
     rmsnorm_forward(a.q, a.q_rstd, a.q_raw, w[P::QNorm as usize], d, eps);
     rope_forward(a.q, s.cos, s.sin, nq, d);
     rmsnorm_forward(a.k, a.k_rstd, a.k_raw, w[P::KNorm as usize], d, eps);
     rope_forward(a.k, s.cos, s.sin, nkv, d);
     core_attention_forward(a.attn_out, a.lse, s.heads, a.q, a.k, a.v, dm.attn);
-    linear_forward(s.proj, a.attn_out, w[P::OProj as usize], n, qd, h);
+    linear_forward(
+        dm.compute,
+        s.proj,
+        a.attn_out,
+        w[P::OProj as usize],
+        n,
+        qd,
+        h,
+    );
     tp.row_parallel_output(s.proj)
 }
 
@@ -61,6 +69,7 @@ pub(crate) fn attention_block_backward(
     let g = &mut *s.grads;
     let o = w[P::OProj as usize];
     linear_backward(
+        dm.compute,
         &mut g.dattn,
         gw[P::OProj as usize],
         &g.dresid,
@@ -107,6 +116,7 @@ pub(crate) fn attention_block_backward(
         w[P::VProj as usize],
     );
     linear_backward(
+        dm.compute,
         &mut g.dln,
         gw[P::QProj as usize],
         &g.dq_raw,
@@ -118,6 +128,7 @@ pub(crate) fn attention_block_backward(
         false,
     );
     linear_backward(
+        dm.compute,
         &mut g.dln,
         gw[P::KProj as usize],
         &g.dk_raw,
@@ -129,6 +140,7 @@ pub(crate) fn attention_block_backward(
         true,
     );
     linear_backward(
+        dm.compute,
         &mut g.dln,
         gw[P::VProj as usize],
         &g.dv,

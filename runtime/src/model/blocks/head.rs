@@ -13,6 +13,7 @@ use super::super::ops::vocab_parallel::{
 };
 use super::super::Result;
 use super::TensorParallel;
+use crate::tensor::gemm::Compute;
 
 /// The head's weights and this rank's vocabulary rows.
 pub(crate) struct HeadWeights<'a> {
@@ -24,6 +25,8 @@ pub(crate) struct HeadWeights<'a> {
     pub vocab_start: usize,
     /// Rows this rank holds.
     pub v: usize,
+    /// The LM head's matmul precision.
+    pub compute: Compute,
 }
 
 /// Embeds `ids` (N) into `out` (N, H).
@@ -75,7 +78,15 @@ pub(crate) fn head_forward(
     rmsnorm_forward(&mut a.lnf, &mut a.lnf_rstd, x, w.norm, h, eps);
     for (r0, r1) in chunks(n, a.loss_chunk) {
         let logits = &mut a.logits[..(r1 - r0) * v];
-        linear_forward(logits, &a.lnf[r0 * h..r1 * h], w.lm_head, r1 - r0, h, v);
+        linear_forward(
+            w.compute,
+            logits,
+            &a.lnf[r0 * h..r1 * h],
+            w.lm_head,
+            r1 - r0,
+            h,
+            v,
+        );
         let (losses, y) = (&mut a.losses[r0..r1], &labels[r0..r1]);
         if tp.active() {
             let (mx, sm) = (&mut a.ce_max[r0..r1], &mut a.ce_sum[r0..r1]);
@@ -129,7 +140,7 @@ pub(crate) fn head_backward(
         let (rows, lnf) = (r1 - r0, &a.lnf[r0 * h..r1 * h]);
         let logits = &mut a.logits[..rows * v];
         if k != last {
-            linear_forward(logits, lnf, w.lm_head, rows, h, v);
+            linear_forward(w.compute, logits, lnf, w.lm_head, rows, h, v);
         }
         let (y, dl) = (&labels[r0..r1], &g.dlosses[r0..r1]);
         if tp.active() {
@@ -139,7 +150,9 @@ pub(crate) fn head_backward(
             cross_entropy_backward(logits, y, dl, v);
         }
         let dln = &mut g.dln[r0 * h..r1 * h];
-        linear_backward(dln, glm_head, logits, lnf, w.lm_head, rows, h, v, false);
+        linear_backward(
+            w.compute, dln, glm_head, logits, lnf, w.lm_head, rows, h, v, false,
+        );
     }
     tp.column_parallel_input_grad(&mut g.dln)?;
     rmsnorm_backward(&mut g.dresid, gnorm, &g.dln, x, w.norm, &a.lnf_rstd, h);

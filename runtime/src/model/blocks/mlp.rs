@@ -21,10 +21,10 @@ pub(crate) fn mlp_block_forward(
     let (n, h, f) = (dm.n, dm.h, dm.f);
     let ln = w[P::PostAttentionLayernorm as usize];
     rmsnorm_forward(a.ln2, a.ln2_rstd, a.mid, ln, h, dm.eps);
-    linear_forward(a.gate, a.ln2, w[P::GateProj as usize], n, h, f);
-    linear_forward(a.up, a.ln2, w[P::UpProj as usize], n, h, f);
+    linear_forward(dm.compute, a.gate, a.ln2, w[P::GateProj as usize], n, h, f);
+    linear_forward(dm.compute, a.up, a.ln2, w[P::UpProj as usize], n, h, f);
     swiglu_forward(a.act, a.gate, a.up);
-    linear_forward(s.proj, a.act, w[P::DownProj as usize], n, f, h);
+    linear_forward(dm.compute, s.proj, a.act, w[P::DownProj as usize], n, f, h);
     tp.row_parallel_output(s.proj)
 }
 
@@ -42,6 +42,7 @@ pub(crate) fn mlp_block_backward(
     let g = &mut *s.grads;
     let down = w[P::DownProj as usize];
     linear_backward(
+        dm.compute,
         &mut g.dact,
         gw[P::DownProj as usize],
         &g.dresid,
@@ -55,6 +56,7 @@ pub(crate) fn mlp_block_backward(
     swiglu_backward(&mut g.dgate, &mut g.dup, &g.dact, a.gate, a.up);
     let (gate, up) = (w[P::GateProj as usize], w[P::UpProj as usize]);
     linear_backward(
+        dm.compute,
         &mut g.dln,
         gw[P::GateProj as usize],
         &g.dgate,
@@ -66,6 +68,7 @@ pub(crate) fn mlp_block_backward(
         false,
     );
     linear_backward(
+        dm.compute,
         &mut g.dln,
         gw[P::UpProj as usize],
         &g.dup,

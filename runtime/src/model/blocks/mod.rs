@@ -16,6 +16,7 @@ pub(super) mod mlp;
 use super::ops::attention::AttnDims;
 use super::{Qwen3Config, Result};
 use crate::dist::Communicator;
+use crate::tensor::gemm::Compute;
 
 /// The tensor-parallel group as the blocks see it.
 pub(crate) struct TensorParallel<'a> {
@@ -73,11 +74,13 @@ pub(super) struct Dims {
     pub eps: f32,
     /// The attention kernel's sizes.
     pub attn: AttnDims,
+    /// The projections' matmul precision (`compute_dtype`).
+    pub compute: Compute,
 }
 
 impl Dims {
     /// The sizes of `config` (a rank's part) for micro-batches of `b` × `t` tokens.
-    pub(super) fn new(c: &Qwen3Config, b: usize, t: usize) -> Dims {
+    pub(super) fn new(c: &Qwen3Config, b: usize, t: usize, compute: Compute) -> Dims {
         Dims {
             n: b * t,
             h: c.hidden_size,
@@ -92,6 +95,7 @@ impl Dims {
                 nkv: c.num_key_value_heads,
                 d: c.head_dim,
             },
+            compute,
         }
     }
 }

@@ -1,10 +1,19 @@
 //! Linear layer without bias, as `nn.Linear(bias=False)`: `out = inp · Wᵀ`, W stored `[OC, C]`.
 
-use crate::tensor::gemm::{matmul, Mat, Par};
+use crate::tensor::gemm::{matmul_as, Compute, Mat, Par};
 
-/// out (N, OC) = inp (N, C) · weight (OC, C)ᵀ.
-pub fn linear_forward(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, c: usize, oc: usize) {
-    matmul(
+/// out (N, OC) = inp (N, C) · weight (OC, C)ᵀ, with inputs in `compute`'s precision.
+pub fn linear_forward(
+    compute: Compute,
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    matmul_as(
+        compute,
         out,
         oc,
         Mat::rm(inp, n, c),
@@ -15,9 +24,11 @@ pub fn linear_forward(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, c:
 }
 
 /// dinp (N, C) = dout (N, OC) · weight (OC, C) (written, or added with `accumulate_dinp`);
-/// dweight (OC, C) += dout (N, OC)ᵀ · inp (N, C).
+/// dweight (OC, C) += dout (N, OC)ᵀ · inp (N, C); inputs in `compute`'s precision (the
+/// gradient `dout` too, as autocast's bf16 outputs give bf16 gradients).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
+    compute: Compute,
     dinp: &mut [f32],
     dweight: &mut [f32],
     dout: &[f32],
@@ -28,7 +39,8 @@ pub fn linear_backward(
     oc: usize,
     accumulate_dinp: bool,
 ) {
-    matmul(
+    matmul_as(
+        compute,
         dinp,
         c,
         Mat::rm(dout, n, oc),
@@ -36,7 +48,8 @@ pub fn linear_backward(
         accumulate_dinp,
         Par::Threads,
     );
-    matmul(
+    matmul_as(
+        compute,
         dweight,
         c,
         Mat::rm(dout, n, oc).t(),
@@ -68,7 +81,7 @@ mod tests {
         let w = values(oc * c, 2);
         let lw = values(n * oc, 3);
         let mut out = vec![0.0; n * oc];
-        linear_forward(&mut out, &x, &w, n, c, oc);
+        linear_forward(Compute::F32, &mut out, &x, &w, n, c, oc);
         assert_close(
             "out",
             &out,
@@ -77,7 +90,7 @@ mod tests {
         );
         let mut dx = vec![0.0; n * c];
         let mut dw = vec![0.0; oc * c];
-        linear_backward(&mut dx, &mut dw, &lw, &x, &w, n, c, oc, false);
+        linear_backward(Compute::F32, &mut dx, &mut dw, &lw, &x, &w, n, c, oc, false);
         let (xs, ws) = (f64s(&x), f64s(&w));
         let gx = numeric_grad(&xs, &|xv| dot(&reference(xv, &ws, n, c, oc), &lw));
         let gw = numeric_grad(&ws, &|wv| dot(&reference(&xs, wv, n, c, oc), &lw));
