@@ -4,6 +4,8 @@ use pretrain::tensor::gemm::{matmul_as, Compute, Mat, Par};
 use std::time::Instant;
 fn main() {
     for &(m, k, n, tb) in &[
+        (1024, 64, 151936, true),
+        (1024, 151936, 64, false),
         (4096usize, 1024usize, 3072usize, true),
         (4096, 3072, 1024, false),
         (1024, 4096, 3072, false),

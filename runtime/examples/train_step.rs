@@ -2,7 +2,8 @@
 //! compute.md — the Rust side of `scripts/bench/bench-train.sh`, whose peer is
 //! `scripts/bench/torch_train_step.py` (PyTorch eager, same model, data and threads).
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release --example train_step -- [--steps 10] [--warmup 2]`
+//! `RAYON_NUM_THREADS=2 cargo run --release --example train_step -- [--steps 10] [--warmup 2]
+//! [--bf16]` (`--bf16`: `compute_dtype: bfloat16`, the peer then runs under autocast).
 //! Last line: `pretrain: <median s/step> s/step, <tokens/s> tokens/s, peak RSS <MB> MB`.
 
 use std::time::Instant;
@@ -50,6 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eos_token_id: None,
     };
     let mut model = Qwen3::init(config.clone(), 1234)?;
+    if args.iter().any(|a| a == "--bf16") {
+        model.compute = pretrain::tensor::gemm::Compute::Bf16;
+    }
     let n_params = model.layout.total;
     let mut acts = Activations::new(&config, b, t);
     let mut grads = vec![0.0f32; n_params];

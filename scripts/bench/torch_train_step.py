@@ -11,7 +11,9 @@ Random tokens from a fixed seed (one fixed batch per step index, generated up fr
 
 Versions used: torch 2.15.0 (PyPI CUDA build, run on CPU), transformers 5.24.0.
     /work/venvs/torch/bin/python scripts/bench/torch_train_step.py [--threads 2] [--steps 10]
-        [--warmup 2] [--sdpa] [--seq 256] [--batch 4] [--seed 1234]
+        [--warmup 2] [--sdpa] [--seq 256] [--batch 4] [--seed 1234] [--bf16]
+--bf16: forward and loss under torch.autocast("cpu", dtype=torch.bfloat16) (f32 master weights,
+the backward follows autocast's dtypes), the peer of `compute_dtype: bfloat16`.
 Prints per-step times and, last, one line:
     torch: <median s/step> s/step, <tokens/s> tokens/s, peak RSS <MB> MB
 (median over the steps after the warm-up ones; tokens/s = batch*seq / median.)
@@ -33,6 +35,7 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
     args = ap.parse_args()
     if args.steps <= args.warmup:
         sys.exit("--steps must exceed --warmup")
@@ -71,13 +74,14 @@ def main():
     position_ids = torch.arange(T).unsqueeze(0).expand(B, T)
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads "
-          f"{torch.get_num_threads()}, attn {attn}, params {n_params:,}, tokens/step {B * T}")
+          f"{torch.get_num_threads()}, attn {attn}, bf16 {args.bf16}, params {n_params:,}, tokens/step {B * T}")
     times = []
     for step, (ids, labels, mask) in enumerate(batches):
         t0 = time.perf_counter()
-        logits = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits
-        ce = F.cross_entropy(logits.view(-1, V), labels.view(-1), reduction="none")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(input_ids=ids, attention_mask=attention_mask,
+                           position_ids=position_ids, use_cache=False).logits
+        ce = F.cross_entropy(logits.float().view(-1, V), labels.view(-1), reduction="none")
         loss = (ce * mask.view(-1)).sum() / mask.sum()
         loss.backward()
         opt.step()

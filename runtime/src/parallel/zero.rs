@@ -137,7 +137,8 @@ impl DistOptimizer {
                     .iter()
                     .filter_map(|&(off, len, d)| {
                         let (a, b) = (off.max(lo), (off + len).min(hi));
-                        (a < b).then_some((a - lo, b - a, d))
+                        // Lazily: `b - a` underflows for tensors outside the shard.
+                        (a < b).then(|| (a - lo, b - a, d))
                     })
                     .collect();
                 adamw_step(&mut params[lo..hi], &grads[lo..hi], state, &local, cfg, lr);

@@ -16,7 +16,7 @@ mod tests;
 
 pub use kernel::has_native_bf16;
 
-use super::bf16::pair;
+use super::bf16::{pair, to_bf16};
 use super::gemm::{Mat, Par};
 use kernel::Kernel;
 use rayon::prelude::*;
@@ -223,11 +223,44 @@ fn pack_b(bp: &mut [u32], b: Mat<'_>, p0: usize, kc: usize, j0: usize, threads: 
     }
 }
 
+/// [`pack_body`], compiled for AVX-512 where the CPU has it (the conversions vectorise 16
+/// wide), else for the baseline.
+#[allow(clippy::too_many_arguments)]
+fn pack_panel(
+    panel: &mut [u32],
+    width: usize,
+    lanes: usize,
+    kp: usize,
+    kc: usize,
+    data: &[f32],
+    at: (usize, usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw") {
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn wide(
+            p: &mut [u32],
+            w: usize,
+            l: usize,
+            kp: usize,
+            kc: usize,
+            d: &[f32],
+            at: (usize, usize, usize),
+        ) {
+            pack_body(p, w, l, kp, kc, d, at)
+        }
+        // SAFETY: the CPU has the features `wide` is compiled for.
+        return unsafe { wide(panel, width, lanes, kp, kc, data, at) };
+    }
+    pack_body(panel, width, lanes, kp, kc, data, at)
+}
+
 /// One panel `width` lanes wide: word `q·width + lane` pairs the values at depths 2q and 2q+1
 /// of `lane`, read from `data[base + lane·lane_stride + depth·depth_stride]`; lanes from
 /// `lanes` on and depths from `kc` on are zero. Walks the source along its contiguous
 /// dimension.
-fn pack_panel(
+#[inline(always)]
+fn pack_body(
     panel: &mut [u32],
     width: usize,
     lanes: usize,
@@ -239,10 +272,16 @@ fn pack_panel(
     panel.fill(0);
     let at = |lane: usize, depth: usize| data[base + lane * lane_stride + depth * depth_stride];
     if depth_stride == 1 {
+        // Convert each lane's run (vectorised), then spread its pairs over the panel.
+        let mut halves = [0u16; KC + 1];
         for lane in 0..lanes {
             let src = &data[base + lane * lane_stride..][..kc];
-            for (q, two) in src.chunks(2).enumerate() {
-                panel[q * width + lane] = pair(two[0], two.get(1).copied().unwrap_or(0.0));
+            for (h, &x) in halves.iter_mut().zip(src) {
+                *h = to_bf16(x);
+            }
+            halves[kc] = 0;
+            for (q, two) in halves[..2 * kp].chunks_exact(2).enumerate() {
+                panel[q * width + lane] = two[0] as u32 | (two[1] as u32) << 16;
             }
         }
     } else if lane_stride == 1 {
