@@ -15,6 +15,8 @@ pub enum DistOptimizer {
     /// Whole moments on every replica.
     Replicated(AdamWState),
     /// Moments of elements `lo..hi` only; slices are `chunk` long (the last one padded).
+    /// Two buffers live as long as the optimizer, so that no step allocates: `padded`
+    /// (`chunk · dp`, the reduce-scatter's input and the all-gather's output) and `slice`.
     Sharded {
         /// Moments of the slice.
         state: AdamWState,
@@ -26,6 +28,10 @@ pub enum DistOptimizer {
         chunk: usize,
         /// Elements of the whole buffer.
         total: usize,
+        /// The whole buffer padded to `chunk · dp`.
+        padded: Vec<f32>,
+        /// This rank's padded slice.
+        slice: Vec<f32>,
     },
 }
 
@@ -49,20 +55,28 @@ impl DistOptimizer {
             hi,
             chunk,
             total,
+            padded: vec![0.0; chunk * dp],
+            slice: vec![0.0; chunk],
         }
     }
 
     /// Sums the gradients over the replicas (sharded: only this rank's slice is summed, and
     /// only it is meaningful afterwards).
-    pub fn reduce_grads(&self, grads: &mut [f32], dp: &mut dyn Communicator) -> Result<()> {
+    pub fn reduce_grads(&mut self, grads: &mut [f32], dp: &mut dyn Communicator) -> Result<()> {
         match self {
             DistOptimizer::Replicated(_) => dp.all_reduce_sum(grads),
-            DistOptimizer::Sharded { lo, hi, chunk, .. } => {
-                let mut padded = grads.to_vec();
-                padded.resize(chunk * dp.size(), 0.0);
-                let mut mine = vec![0.0f32; *chunk];
-                dp.reduce_scatter_sum(&padded, &mut mine)?;
-                grads[*lo..*hi].copy_from_slice(&mine[..hi - lo]);
+            DistOptimizer::Sharded {
+                lo,
+                hi,
+                total,
+                padded,
+                slice,
+                ..
+            } => {
+                padded[..*total].copy_from_slice(grads);
+                padded[*total..].fill(0.0);
+                dp.reduce_scatter_sum(padded, slice)?;
+                grads[*lo..*hi].copy_from_slice(&slice[..*hi - *lo]);
                 Ok(())
             }
         }
@@ -129,7 +143,9 @@ impl DistOptimizer {
                 state,
                 lo,
                 hi,
-                chunk,
+                total,
+                padded,
+                slice,
                 ..
             } => {
                 let (lo, hi) = (*lo, *hi);
@@ -142,12 +158,10 @@ impl DistOptimizer {
                     })
                     .collect();
                 adamw_step(&mut params[lo..hi], &grads[lo..hi], state, &local, cfg, lr);
-                let mut mine = params[lo..hi].to_vec();
-                mine.resize(*chunk, 0.0);
-                let mut all = vec![0.0f32; *chunk * dp.size()];
-                dp.all_gather(&mine, &mut all)?;
-                let n = params.len();
-                params.copy_from_slice(&all[..n]);
+                slice[..hi - lo].copy_from_slice(&params[lo..hi]);
+                slice[hi - lo..].fill(0.0);
+                dp.all_gather(slice, padded)?;
+                params.copy_from_slice(&padded[..*total]);
                 Ok(())
             }
         }

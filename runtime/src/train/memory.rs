@@ -99,18 +99,22 @@ fn part_parameters(local: &Qwen3Config, embed: bool, head: bool) -> Option<u64> 
     Some(total)
 }
 
-/// Buffers beside the steady state: ZeRO-1's full-size update copy and gathered moments;
-/// for checkpoints, one tensor's bytes while a file is written (the largest: the embedding,
-/// `table`), the whole model gathered on rank 0 of a multi-process job, and the snapshot a
-/// background save writes from (the rank's parameters and moments).
+/// Buffers beside the steady state: ZeRO-1's padded buffer and slice (kept for the run);
+/// for checkpoints, ZeRO-1's gathered moments, one tensor's bytes while a file is written
+/// (the largest: the embedding, `table`), the whole model gathered on rank 0 of a
+/// multi-process job, and the snapshot a background save writes from (the rank's parameters
+/// and moments).
 fn workspace(plan: &TrainPlan, stage: usize, params: u64, whole: u64, table: u64) -> u64 {
     let mut w = 0u64;
     if plan.zero1 {
-        w = w.saturating_add(params.saturating_mul(3));
+        w = w.saturating_add(params.saturating_add(params / plan.dp_size as u64));
     }
     let Some(ck) = &plan.checkpoint else {
         return w;
     };
+    if plan.zero1 {
+        w = w.saturating_add(params.saturating_mul(2));
+    }
     w = w.saturating_add(table);
     if stage == 0 && plan.world_size > 1 {
         w = w.saturating_add(whole);
