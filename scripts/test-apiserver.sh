@@ -30,6 +30,17 @@ for values in "" "--set replicaCount=2 --set watchNamespace=ml --set metrics.ser
   "$PRETRAIN_HELM" template op charts/pretrain-operator --namespace ops --include-crds $values \
     > "$helm_home/rendered.yaml"
   "$PRETRAIN_LINT_BIN/kubernetes-validate" -k 1.33.0 --strict "$helm_home/rendered.yaml"
+  # watchNamespace=ml: RBAC is a Role and RoleBinding in ml only; otherwise cluster-wide.
+  if [[ $values == *watchNamespace=ml* ]]; then
+    if grep -q '^kind: ClusterRole' "$helm_home/rendered.yaml" \
+      || [ "$(grep -c '^  namespace: ml$' "$helm_home/rendered.yaml")" != 2 ]; then
+      echo "watchNamespace=ml must render a Role and RoleBinding in ml and no ClusterRole" >&2
+      exit 1
+    fi
+  elif ! grep -q '^kind: ClusterRoleBinding$' "$helm_home/rendered.yaml"; then
+    echo "without watchNamespace the chart must render a ClusterRole and its binding" >&2
+    exit 1
+  fi
 done
 "$PRETRAIN_LINT_BIN/kubernetes-validate" -k 1.33.0 --strict crds/*.yaml
 

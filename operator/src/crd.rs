@@ -81,9 +81,11 @@ pub struct PretrainJobSpec {
     /// succeeded or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds_after_finished: Option<i64>,
-    /// Pod template overrides: labels and annotations added to every pod, and a JSON merge patch
-    /// (RFC 7386) applied to the generated pod spec (`containers` may not be patched; use
-    /// `env`, `scheduling.resources` and `command`).
+    /// Pod template overrides: labels and annotations added to every pod, and JSON merge
+    /// patches (RFC 7386) applied to the generated pod spec (`containers` may not be patched;
+    /// use `env`, `scheduling.resources`, `command` and `containerSecurityContext`) and to the
+    /// training container's security context. The patches override the secure defaults
+    /// field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverrides>,
 }
@@ -312,10 +314,18 @@ pub struct PodTemplateOverrides {
     /// Extra pod annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// JSON merge patch applied to the generated pod spec.
+    /// JSON merge patch applied to the generated pod spec, whose defaults include
+    /// `securityContext` (`runAsNonRoot: true`, `seccompProfile: RuntimeDefault`, `fsGroup:
+    /// 65532`) and `automountServiceAccountToken: false`; `null` removes a default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::crd::any_object")]
     pub spec: Option<serde_json::Value>,
+    /// JSON merge patch applied to the training container's `securityContext`, whose defaults
+    /// are `allowPrivilegeEscalation: false` and `capabilities.drop: [ALL]`; `null` removes a
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::crd::any_object")]
+    pub container_security_context: Option<serde_json::Value>,
 }
 
 /// Lifecycle phase.

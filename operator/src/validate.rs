@@ -10,7 +10,7 @@ use pretrain_contract::config::{self as training, Files, ParallelLayout};
 use crate::crd::{AcceleratorType, PretrainJob, PretrainJobSpec};
 use crate::resources::config_map::{CONFIG_DIR, CONFIG_KEY};
 use crate::resources::env::PodSlot;
-use crate::resources::pod::{self, BuildError};
+use crate::resources::pod;
 
 /// Longest job name: pod names `<job>-<rank>` are also hostnames (63 characters at most).
 const MAX_NAME: usize = 52;
@@ -289,28 +289,34 @@ fn check_lifecycle(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     }
 }
 
-/// `podTemplate.spec`: an object that leaves the containers to the operator.
+/// `podTemplate.spec`: an object that leaves the containers to the operator;
+/// `podTemplate.containerSecurityContext`: an object.
 fn check_pod_template(s: &PretrainJobSpec, errors: &mut Vec<String>) {
-    if let Some(spec) = s.pod_template.as_ref().and_then(|t| t.spec.as_ref()) {
+    let Some(t) = &s.pod_template else { return };
+    if let Some(spec) = &t.spec {
         if !spec.is_object() {
             errors.push("podTemplate.spec must be an object".into());
         } else if spec.get("containers").is_some() || spec.get("initContainers").is_some() {
             errors.push("podTemplate.spec may not set containers or initContainers".into());
         }
     }
+    if t.container_security_context
+        .as_ref()
+        .is_some_and(|c| !c.is_object())
+    {
+        errors.push("podTemplate.containerSecurityContext must be an object".into());
+    }
 }
 
 /// The builders are the last word: a volume source or template patch that does not produce a
-/// pod is a spec error too.
+/// pod, or a pod that could never start (root with `runAsNonRoot`), is a spec error too.
 fn check_pod_builds(job: &PretrainJob, errors: &mut Vec<String>) {
     let slot = PodSlot {
         rank: 0,
         attempt: 1,
         resume: false,
     };
-    if let Err(e @ (BuildError::CheckpointVolume(_) | BuildError::TemplatePatch(_))) =
-        pod::build(job, slot)
-    {
+    if let Err(e) = pod::build(job, slot) {
         errors.push(e.to_string());
     }
 }
@@ -442,5 +448,24 @@ mod tests {
         ] {
             assert!(e.contains(needle), "{needle} in {e}");
         }
+    }
+
+    #[test]
+    fn a_template_running_as_root_must_remove_run_as_non_root() {
+        let mut job = fixtures::cpu_job();
+        job.spec.pod_template = Some(
+            serde_json::from_value(serde_json::json!({
+                "spec": {"securityContext": {"runAsUser": 0}}
+            }))
+            .expect("template"),
+        );
+        let e = validate(&job, ConfigSource::Text("seed: 1\n")).expect_err("invalid");
+        assert!(e.contains("runAsNonRoot: false"), "{e}");
+        job.spec.pod_template = Some(
+            serde_json::from_value(serde_json::json!({"containerSecurityContext": "ALL"}))
+                .expect("template"),
+        );
+        let e = validate(&job, ConfigSource::Text("seed: 1\n")).expect_err("invalid");
+        assert_eq!(e, "podTemplate.containerSecurityContext must be an object");
     }
 }

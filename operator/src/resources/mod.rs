@@ -5,6 +5,7 @@
 //! - [`config_map`]: the ConfigMap holding the training config
 //! - [`env`]: the launch-contract environment (documented in ARCHITECTURE.md)
 //! - [`pod`]: one pod per node rank
+//! - [`security`]: the pods' secure defaults, which `podTemplate` overrides field by field
 //! - [`rank_table`]: the Ascend HCCL rank table (`hccl.json`)
 //! - [`pod_group`]: the Volcano PodGroup for gang scheduling
 
@@ -14,6 +15,7 @@ pub mod merge_patch;
 pub mod pod;
 pub mod pod_group;
 pub mod rank_table;
+pub mod security;
 pub mod service;
 
 use std::collections::BTreeMap;

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-    Volume, VolumeMount,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -16,6 +15,7 @@ use super::config_map::{CONFIG_DIR, CONFIG_KEY};
 use super::env::{self, PodSlot, LOG_DIR, TERMINATION_LOG};
 use super::pod_group;
 use super::rank_table::{RANK_INDEX_ANNOTATION, RANK_TABLE_DIR};
+use super::security;
 use super::{
     common_labels, config_map_name, merge_patch, namespace, owner_ref, pod_name, rank_table_name,
     service_name, CONTAINER, LABEL_ATTEMPT, LABEL_RANK,
@@ -26,11 +26,6 @@ use crate::crd::PretrainJob;
 /// `pretrain train` processes with the contract environment.
 pub const DEFAULT_COMMAND: [&str; 6] = ["pretrain", "launch", "--join", "--", "pretrain", "train"];
 
-/// The group of the runtime image's user (the Dockerfile's `USER 65532:65532`). Pods get it as
-/// `fsGroup`, so a freshly provisioned, root-owned checkpoint volume is writable by the image;
-/// `podTemplate.spec.securityContext` replaces it for images that run as someone else.
-pub const IMAGE_GROUP: i64 = 65532;
-
 /// Why a pod could not be built (reported as an `Invalid` condition).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -40,6 +35,15 @@ pub enum BuildError {
     /// `podTemplate.spec` does not patch into a valid pod spec.
     #[error("podTemplate.spec does not produce a valid pod spec: {0}")]
     TemplatePatch(String),
+    /// `podTemplate.containerSecurityContext` does not patch into a valid security context.
+    #[error("podTemplate.containerSecurityContext does not produce a valid securityContext: {0}")]
+    ContainerSecurityContext(String),
+    /// The template sets `runAsUser: 0` and leaves `runAsNonRoot: true` (a default) in place.
+    #[error(
+        "podTemplate sets runAsUser 0 while runAsNonRoot is true (a default), so the pods would \
+         never start; to run as root, also set podTemplate.spec.securityContext.runAsNonRoot: false"
+    )]
+    RootWithRunAsNonRoot,
 }
 
 /// The container args: the config file, then each override as `--section.key=value`.
@@ -116,8 +120,9 @@ fn config_map_volume(name: &str, cm: String) -> Volume {
 pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
     let name = pod_name(job, slot.rank);
     let (volumes, mounts) = volumes(job)?;
-    let container = container(job, slot, mounts);
+    let container = container(job, slot, mounts)?;
     let pod_spec = patch_template(job, pod_spec(job, &name, container, volumes))?;
+    security::check_root(&pod_spec)?;
     let annotations = annotations(job, slot);
     Ok(Pod {
         metadata: ObjectMeta {
@@ -201,14 +206,19 @@ fn volumes(job: &PretrainJob) -> Result<(Vec<Volume>, Vec<VolumeMount>), BuildEr
 }
 
 /// The training container: the launcher (or `spec.command`), the contract environment, the
-/// devices, the rendezvous port and the termination message the operator reads.
-fn container(job: &PretrainJob, slot: PodSlot, mounts: Vec<VolumeMount>) -> Container {
+/// devices, the rendezvous port, the termination message the operator reads and the secure
+/// defaults with `podTemplate.containerSecurityContext` over them.
+fn container(
+    job: &PretrainJob,
+    slot: PodSlot,
+    mounts: Vec<VolumeMount>,
+) -> Result<Container, BuildError> {
     let spec = &job.spec;
     let command = spec
         .command
         .clone()
         .unwrap_or_else(|| DEFAULT_COMMAND.iter().map(|s| s.to_string()).collect());
-    Container {
+    Ok(Container {
         name: CONTAINER.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.clone(),
@@ -225,12 +235,14 @@ fn container(job: &PretrainJob, slot: PodSlot, mounts: Vec<VolumeMount>) -> Cont
         volume_mounts: Some(mounts),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(security::container_security_context(job)?),
         ..Default::default()
-    }
+    })
 }
 
 /// The pod spec before the template patch: never restarted in place, a stable hostname under
-/// the job's Service, the scheduling fields, and the image's group for the volumes.
+/// the job's Service, the scheduling fields, no ServiceAccount token (training never calls the
+/// API server) and the secure pod security context, with the image's group for the volumes.
 fn pod_spec(job: &PretrainJob, name: &str, container: Container, volumes: Vec<Volume>) -> PodSpec {
     let s = &job.spec.scheduling;
     PodSpec {
@@ -244,13 +256,8 @@ fn pod_spec(job: &PretrainJob, name: &str, container: Container, volumes: Vec<Vo
         node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
         tolerations: (!s.tolerations.is_empty()).then(|| s.tolerations.clone()),
         volumes: Some(volumes),
-        security_context: Some(PodSecurityContext {
-            fs_group: Some(IMAGE_GROUP),
-            // Only when the volume's root is not already the group's: a large checkpoint
-            // volume is not walked at every gang start.
-            fs_group_change_policy: Some("OnRootMismatch".into()),
-            ..Default::default()
-        }),
+        automount_service_account_token: Some(false),
+        security_context: Some(security::pod_security_context()),
         ..Default::default()
     }
 }
@@ -324,7 +331,7 @@ mod tests {
             .any(|e| e.name == "PRETRAIN_LOG_DIR" && e.value.as_deref() == Some(LOG_DIR)));
         assert_eq!(
             spec.security_context.and_then(|s| s.fs_group),
-            Some(IMAGE_GROUP)
+            Some(security::IMAGE_GROUP)
         );
     }
 
