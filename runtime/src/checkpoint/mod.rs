@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 pub mod mindspore_ckpt;
 pub mod sharded;
 
-use crate::model::params::{write_safetensors, F32View, Layout};
+use crate::model::params::{write_safetensors, F32View, Layout, ParamSpec};
+use crate::model::shard::Shard;
 use crate::model::Qwen3Config;
 use crate::optim::adamw::AdamWState;
 
@@ -92,7 +93,7 @@ pub struct TrainerState {
 pub struct Loaded {
     /// The directory it came from.
     pub dir: PathBuf,
-    /// Parameters in layout order.
+    /// Parameters in layout order (of the part asked for).
     pub params: Vec<f32>,
     /// Optimizer moments (absent in a weights-only HF directory).
     pub optimizer: Option<AdamWState>,
@@ -133,33 +134,36 @@ fn write_optimizer(layout: &Layout, st: &AdamWState, path: &Path) -> Result<()> 
     write_safetensors(tensors, Some(meta), path).map_err(|e| invalid(path, e))
 }
 
-/// Reads `exp_avg.<name>` and `exp_avg_sq.<name>` of every non-empty tensor of `layout` from
-/// `st` into `m` and `v` (laid out as `layout`).
-fn read_moments(
+/// The moment `<prefix>.<name>` (`exp_avg` or `exp_avg_sq`) of tensor `spec` in `st`, checked
+/// for shape and dtype.
+fn read_moment(
     st: &safetensors::SafeTensors<'_>,
-    layout: &Layout,
-    m: &mut [f32],
-    v: &mut [f32],
+    prefix: &str,
+    spec: &ParamSpec,
     path: &Path,
-) -> Result<()> {
-    for s in layout.specs.iter().filter(|s| s.len > 0) {
-        for (prefix, buf) in [("exp_avg", &mut *m), ("exp_avg_sq", &mut *v)] {
-            let name = format!("{prefix}.{}", s.name);
-            let t = st
-                .tensor(&name)
-                .map_err(|_| invalid(path, format!("missing {name}")))?;
-            if t.shape() != s.shape.as_slice() || t.dtype() != Dtype::F32 {
-                return Err(invalid(path, format!("{name}: wrong shape or dtype")));
-            }
-            for (d, c) in buf[s.offset..s.offset + s.len]
-                .iter_mut()
-                .zip(t.data().chunks_exact(4))
-            {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
+) -> Result<Vec<f32>> {
+    let name = format!("{prefix}.{}", spec.name);
+    let t = st
+        .tensor(&name)
+        .map_err(|_| invalid(path, format!("missing {name}")))?;
+    if t.shape() != spec.shape.as_slice() || t.dtype() != Dtype::F32 {
+        return Err(invalid(path, format!("{name}: wrong shape or dtype")));
     }
-    Ok(())
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// The optimizer step in a moments file's metadata.
+fn moments_step(bytes: &[u8], path: &Path) -> Result<u64> {
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| invalid(path, e.to_string()))?;
+    meta.metadata()
+        .as_ref()
+        .and_then(|m| m.get("step"))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(path, "no optimizer step in the metadata"))
 }
 
 /// What [`save`] writes besides the weights.
@@ -444,6 +448,19 @@ fn prune(root: &Path, keep: usize, newest: u64) -> Result<()> {
 /// Loads a checkpoint directory (ours, or any HF model directory with `config.json` and
 /// `model.safetensors`) for `config`, refusing a different architecture with the differences.
 pub fn load(dir: &Path, config: &Qwen3Config, layout: &Layout) -> Result<Loaded> {
+    let whole = Shard::full(config);
+    load_part(dir, config, &whole, layout)
+}
+
+/// The part `shard` holds (laid out as `local`) of a checkpoint, as [`load`] checks it:
+/// the files are mapped and read one tensor at a time, so the whole model (or its moments)
+/// is never held, whatever layout the checkpoint was saved under.
+pub fn load_part(
+    dir: &Path,
+    config: &Qwen3Config,
+    shard: &Shard,
+    local: &Layout,
+) -> Result<Loaded> {
     if dir.join("metadata.json").is_file() {
         verify(dir)?;
     }
@@ -462,29 +479,28 @@ pub fn load(dir: &Path, config: &Qwen3Config, layout: &Layout) -> Result<Loaded>
             ));
         }
     }
+    let global = Layout::new(config);
     let model_path = dir.join("model.safetensors");
     let bytes = map_file(&model_path)?;
-    let params = layout
-        .load_safetensors(&bytes, &model_path)
+    let params = global
+        .load_safetensors_part(&bytes, &model_path, shard, local)
         .map_err(|e| invalid(&model_path, e.to_string()))?;
+    drop(bytes);
     let opt_path = dir.join("optimizer.safetensors");
     let optimizer = if opt_path.is_file() {
         let bytes = map_file(&opt_path)?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&opt_path, e.to_string()))?;
-        let mut state = AdamWState::new(layout.total);
-        read_moments(&st, layout, &mut state.m, &mut state.v, &opt_path)?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| invalid(&opt_path, e.to_string()))?;
-        state.step = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("step"))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid(&opt_path, "no optimizer step in the metadata"))?;
-        Some(state)
+        let moment = |prefix: &str| {
+            shard.read_part(local, &global, |g| read_moment(&st, prefix, g, &opt_path))
+        };
+        Some(AdamWState {
+            m: moment("exp_avg")?,
+            v: moment("exp_avg_sq")?,
+            step: moments_step(&bytes, &opt_path)?,
+        })
     } else {
-        sharded::load_moments(dir, config)?
+        sharded::load_moments(dir, config, shard, local)?
     };
     let state_path = dir.join("trainer_state.json");
     let state = match std::fs::read_to_string(&state_path) {

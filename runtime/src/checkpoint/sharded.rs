@@ -2,14 +2,14 @@
 //! its part of the weights and AdamW moments as `shards/tp<t>-pp<p>.safetensors` (local HF
 //! names, the [`Shard`] in the metadata) into the iteration's staging directory, under a
 //! temporary name, synced, then renamed; rank 0 commits the iteration only after a barrier
-//! that every writer reaches after its rename. Resuming assembles the moments of the whole
-//! model from the parts, so any layout can resume from any other.
+//! that every writer reaches after its rename. Resuming assembles each rank's moments from the
+//! parts, one whole tensor at a time, so any layout can resume from any other.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{invalid, io, Result};
-use crate::model::params::{write_safetensors, F32View, Layout};
+use crate::model::params::{write_safetensors, F32View, Layout, ParamSpec};
 use crate::model::shard::Shard;
 use crate::model::Qwen3Config;
 use crate::optim::adamw::AdamWState;
@@ -71,23 +71,27 @@ pub fn write_shard(
     Ok(path)
 }
 
-/// The AdamW moments of the whole model (laid out as `Layout::new(config)`), assembled from
-/// the parts in `dir/shards/`; `None` when the checkpoint has no parts. An incomplete set of
-/// parts is an error naming what is missing.
-pub fn load_moments(dir: &Path, config: &Qwen3Config) -> Result<Option<AdamWState>> {
+/// A saved part: its file, which part of the model it holds, and that part's layout.
+struct Part {
+    path: PathBuf,
+    bytes: memmap2::Mmap,
+    shard: Shard,
+    layout: Layout,
+}
+
+/// The parts in `dir/shards/` (empty when the checkpoint has none), with the optimizer step.
+fn parts(dir: &Path, config: &Qwen3Config) -> Result<(Vec<Part>, u64)> {
     let shards = dir.join("shards");
     if !shards.is_dir() {
-        return Ok(None);
+        return Ok((Vec::new(), 0));
     }
-    let global = Layout::new(config);
-    let mut state = AdamWState::new(global.total);
-    let mut covered = vec![false; global.total];
     let mut names: Vec<PathBuf> = std::fs::read_dir(&shards)
         .map_err(io(&shards))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     names.sort();
+    let (mut out, mut step) = (Vec::new(), 0);
     for path in names {
         let bytes = super::map_file(&path)?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -110,32 +114,66 @@ pub fn load_moments(dir: &Path, config: &Qwen3Config) -> Result<Option<AdamWStat
             first: m["first"].as_bool() == Some(true),
             last: m["last"].as_bool() == Some(true),
         };
-        state.step = get("step")? as u64;
-        let local = shard
+        step = get("step")? as u64;
+        let layout = shard
             .layout(config)
             .map_err(|e| invalid(&path, e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| invalid(&path, e.to_string()))?;
-        let (mut pm, mut pv) = (vec![0.0f32; local.total], vec![0.0f32; local.total]);
-        super::read_moments(&st, &local, &mut pm, &mut pv, &path)?;
-        shard.scatter_into(&local, &global, &pm, &mut state.m);
-        shard.scatter_into(&local, &global, &pv, &mut state.v);
-        let ones = vec![1.0f32; local.total];
-        let mut mark = vec![0.0f32; global.total];
-        shard.scatter_into(&local, &global, &ones, &mut mark);
-        for (c, m) in covered.iter_mut().zip(mark) {
-            *c |= m == 1.0;
+        out.push(Part {
+            path,
+            bytes,
+            shard,
+            layout,
+        });
+    }
+    Ok((out, step))
+}
+
+/// The AdamW moments of the part `shard` holds (laid out as `local`), assembled from the parts
+/// in `dir/shards/` one whole tensor at a time, whatever layout saved them; `None` when the
+/// checkpoint has no parts. An incomplete set of parts is an error naming what is missing.
+pub fn load_moments(
+    dir: &Path,
+    config: &Qwen3Config,
+    shard: &Shard,
+    local: &Layout,
+) -> Result<Option<AdamWState>> {
+    let (parts, step) = parts(dir, config)?;
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let files = parts
+        .iter()
+        .map(|p| {
+            safetensors::SafeTensors::deserialize(&p.bytes)
+                .map_err(|e| invalid(&p.path, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let global = Layout::new(config);
+    let whole = |prefix: &str, g: &ParamSpec| -> Result<Vec<f32>> {
+        let (mut values, mut covered) = (vec![0.0f32; g.len], vec![false; g.len]);
+        for (p, st) in parts.iter().zip(&files) {
+            if let Some(s) = p.shard.local_of(&p.layout, g) {
+                let part = super::read_moment(st, prefix, s, &p.path)?;
+                p.shard
+                    .scatter_tensor(s, g, &part, &mut values, &mut covered);
+            }
         }
-    }
-    let missing = covered.iter().filter(|c| !**c).count();
-    if missing > 0 {
-        return Err(invalid(
-            &shards,
-            format!(
-                "the parts cover all but {missing} of {} optimizer values: a part is missing",
-                global.total
-            ),
-        ));
-    }
-    Ok(Some(state))
+        let missing = covered.iter().filter(|c| !**c).count();
+        if missing > 0 {
+            return Err(invalid(
+                &dir.join("shards"),
+                format!(
+                    "the parts cover all but {missing} of the {} values of {prefix}.{}: a part \
+                     is missing",
+                    g.len, g.name
+                ),
+            ));
+        }
+        Ok(values)
+    };
+    Ok(Some(AdamWState {
+        m: shard.read_part(local, &global, |g| whole("exp_avg", g))?,
+        v: shard.read_part(local, &global, |g| whole("exp_avg_sq", g))?,
+        step,
+    }))
 }

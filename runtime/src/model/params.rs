@@ -7,6 +7,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use super::shard::Shard;
 use super::{Error, Qwen3Config, Result};
 use crate::data::rng::RandomState;
 use crate::tensor::init::normal_;
@@ -251,11 +252,39 @@ impl Layout {
     /// missing tensor, shape or dtype mismatch, and unexpected name is listed in the error. A
     /// tied model accepts an `lm_head.weight` only if it equals the embedding.
     pub fn load_safetensors(&self, bytes: &[u8], path: &Path) -> Result<Vec<f32>> {
+        let st = self.checked_safetensors(bytes, path)?;
+        let mut buf = vec![0.0f32; self.total];
+        for s in &self.specs {
+            buf[s.offset..s.offset + s.len].copy_from_slice(&tensor_f32(&st, &s.name, path)?);
+        }
+        Ok(buf)
+    }
+
+    /// The part `shard` holds (laid out as `local`) of the model these safetensors `bytes`
+    /// hold for this (whole-model) layout, read one tensor at a time: the checks of
+    /// [`Layout::load_safetensors`] without ever holding the whole model.
+    pub fn load_safetensors_part(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        shard: &Shard,
+        local: &Layout,
+    ) -> Result<Vec<f32>> {
+        let st = self.checked_safetensors(bytes, path)?;
+        shard.read_part(local, self, |g| tensor_f32(&st, &g.name, path))
+    }
+
+    /// The safetensors header of `bytes`, checked against this layout: every missing tensor,
+    /// shape or dtype mismatch, and unexpected name is listed in the error.
+    fn checked_safetensors<'a>(
+        &self,
+        bytes: &'a [u8],
+        path: &Path,
+    ) -> Result<safetensors::SafeTensors<'a>> {
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
             path: path.into(),
             reason: format!("not safetensors: {e}"),
         })?;
-        let mut buf = vec![0.0f32; self.total];
         let mut problems = Vec::new();
         for s in &self.specs {
             match st.tensor(&s.name) {
@@ -266,14 +295,12 @@ impl Layout {
                     t.shape(),
                     s.shape
                 )),
-                Ok(t) => match to_f32(&t) {
-                    Some(v) => buf[s.offset..s.offset + s.len].copy_from_slice(&v),
-                    None => problems.push(format!(
-                        "{}: dtype {:?} is not supported",
-                        s.name,
-                        t.dtype()
-                    )),
-                },
+                Ok(t) if !matches!(t.dtype(), Dtype::F32 | Dtype::BF16) => problems.push(format!(
+                    "{}: dtype {:?} is not supported",
+                    s.name,
+                    t.dtype()
+                )),
+                Ok(_) => {}
             }
         }
         for name in st.names() {
@@ -281,12 +308,8 @@ impl Layout {
                 continue;
             }
             if name == "lm_head.weight" && self.tied {
-                let same = st
-                    .tensor(name)
-                    .ok()
-                    .and_then(|t| to_f32(&t))
-                    .is_some_and(|v| v.as_slice() == self.get(&buf, self.embed()));
-                if !same {
+                let values = |n: &str| st.tensor(n).ok().and_then(|t| to_f32(&t));
+                if values(name).is_none() || values(name) != values("model.embed_tokens.weight") {
                     problems.push(
                         "lm_head.weight differs from model.embed_tokens.weight but the config ties \
                          them (tie_word_embeddings: true)"
@@ -298,18 +321,28 @@ impl Layout {
             problems.push(format!("unexpected tensor {name}"));
         }
         if problems.is_empty() {
-            Ok(buf)
-        } else {
-            problems.sort();
-            Err(Error::Weights {
-                path: path.into(),
-                reason: format!(
-                    "weights do not match the model config: {}",
-                    problems.join("; ")
-                ),
-            })
+            return Ok(st);
         }
+        problems.sort();
+        Err(Error::Weights {
+            path: path.into(),
+            reason: format!(
+                "weights do not match the model config: {}",
+                problems.join("; ")
+            ),
+        })
     }
+}
+
+/// Tensor `name` of a checked file as f32.
+fn tensor_f32(st: &safetensors::SafeTensors<'_>, name: &str, path: &Path) -> Result<Vec<f32>> {
+    st.tensor(name)
+        .ok()
+        .and_then(|t| to_f32(&t))
+        .ok_or_else(|| Error::Weights {
+            path: path.into(),
+            reason: format!("{name}: missing or of an unsupported dtype"),
+        })
 }
 
 fn to_f32(t: &TensorView<'_>) -> Option<Vec<f32>> {

@@ -161,6 +161,48 @@ impl Shard {
         out
     }
 
+    /// This rank's part (laid out as `local`) of a model laid out as `global`, read one global
+    /// tensor at a time from `tensor` (which gives the whole tensor), so that the whole model
+    /// is never held.
+    pub fn read_part<E>(
+        &self,
+        local: &Layout,
+        global: &Layout,
+        mut tensor: impl FnMut(&ParamSpec) -> std::result::Result<Vec<f32>, E>,
+    ) -> std::result::Result<Vec<f32>, E> {
+        let mut out = vec![0.0; local.total];
+        for (s, g) in self.pairs(local, global) {
+            let whole = tensor(g)?;
+            let dst = &mut out[s.offset..s.offset + s.len];
+            self.copy_part(split_of(&s.name), s, g, |li, gi| dst[li] = whole[gi]);
+        }
+        Ok(out)
+    }
+
+    /// The local tensor of this part that holds some of the global tensor `g`, if any.
+    pub fn local_of<'a>(&self, local: &'a Layout, g: &ParamSpec) -> Option<&'a ParamSpec> {
+        local
+            .specs
+            .iter()
+            .find(|s| s.len > 0 && self.global_name(&s.name) == g.name)
+    }
+
+    /// Writes the values `part` of the local tensor `s` into their places in the whole global
+    /// tensor `g` (`whole`, `g.len` long), marking them in `covered`.
+    pub fn scatter_tensor(
+        &self,
+        s: &ParamSpec,
+        g: &ParamSpec,
+        part: &[f32],
+        whole: &mut [f32],
+        covered: &mut [bool],
+    ) {
+        self.copy_part(split_of(&s.name), s, g, |li, gi| {
+            whole[gi] = part[li];
+            covered[gi] = true;
+        });
+    }
+
     /// This rank's part of [`Layout::init`] of `global`: every tensor is drawn in order from
     /// the one seeded generator, one at a time, and only this rank's part of it is kept, so
     /// the values are those of initialising the whole model and extracting the part, without
@@ -245,6 +287,28 @@ impl Qwen3 {
         let layout = shard.layout(config)?;
         let std = config.initializer_range as f32;
         let params = shard.init_part(&layout, &global, std, seed);
+        Ok(Qwen3 {
+            config: shard.local_config(config)?,
+            layout,
+            params,
+            full_vocab: config.vocab_size,
+            shard,
+            compute: Compute::F32,
+        })
+    }
+
+    /// The part `shard` of a model of `config` with the part's parameters `params` (laid out
+    /// as `shard.layout(config)`, e.g. from [`crate::checkpoint::load_part`]).
+    pub fn with_part(config: &Qwen3Config, shard: Shard, params: Vec<f32>) -> Result<Qwen3> {
+        config.validate()?;
+        let layout = shard.layout(config)?;
+        if params.len() != layout.total {
+            return Err(Error::Config(format!(
+                "{} parameters given, the part needs {}",
+                params.len(),
+                layout.total
+            )));
+        }
         Ok(Qwen3 {
             config: shard.local_config(config)?,
             layout,
@@ -349,12 +413,21 @@ mod tests {
         }
     }
 
+    /// A part initialised alone, and a part read alone from the whole model's file, equal the
+    /// part extracted from the whole model.
     #[test]
-    fn a_part_initialised_alone_equals_the_part_of_the_whole() {
+    fn a_part_initialised_or_read_alone_equals_the_part_of_the_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
         for tied in [false, true] {
             let mut c = tiny();
             c.tie_word_embeddings = tied;
             let whole = Qwen3::init(c.clone(), 11).expect("whole");
+            let file = dir.path().join(format!("tied-{tied}.safetensors"));
+            whole
+                .layout
+                .save_safetensors(&whole.params, &file, None)
+                .expect("save");
+            let bytes = std::fs::read(&file).expect("read");
             for (tp_rank, tp_size, layers, first, last) in [
                 (0, 1, 0..4, true, true),
                 (1, 2, 0..4, true, true),
@@ -377,6 +450,15 @@ mod tests {
                     bits(&got.params),
                     bits(&want.params),
                     "{shard:?}, tied {tied}"
+                );
+                let read = whole
+                    .layout
+                    .load_safetensors_part(&bytes, &file, &shard, &want.layout)
+                    .expect("read part");
+                assert_eq!(
+                    bits(&read),
+                    bits(&want.params),
+                    "read {shard:?}, tied {tied}"
                 );
             }
         }

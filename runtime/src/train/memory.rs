@@ -30,8 +30,8 @@ pub struct RankMemory {
     /// Checkpoint buffers (one tensor's bytes; rank 0: the whole model gathered), the snapshot
     /// of a background save (`async_save`), ZeRO-1's full-size buffers.
     pub workspace: u64,
-    /// At start: the whole model (and its moments when resuming) when loading a checkpoint,
-    /// one whole tensor at a time when initialising.
+    /// At start, beside the part: one whole tensor at a time, twice that when loading (a
+    /// tensor and the part of it read).
     pub startup: u64,
 }
 
@@ -134,9 +134,8 @@ fn too_large(what: &str) -> Error {
 }
 
 impl MemoryPlan {
-    /// The plan's memory per rank. `resuming`: the run starts from a checkpoint with optimizer
-    /// state (read whole at start).
-    pub fn of(plan: &TrainPlan, resuming: bool) -> Result<MemoryPlan, Error> {
+    /// The plan's memory per rank.
+    pub fn of(plan: &TrainPlan) -> Result<MemoryPlan, Error> {
         let whole = part_parameters(&plan.model, true, true)
             .and_then(|p| p.checked_mul(4))
             .ok_or_else(|| too_large("the model's parameters"))?;
@@ -164,12 +163,12 @@ impl MemoryPlan {
                 .saturating_mul(plan.model.hidden_size as u64)
                 .saturating_mul(4);
             let workspace = workspace(plan, stage, params, whole, table);
-            // Loading reads the whole model (and its moments when resuming); a fresh start
-            // draws one whole tensor at a time, the largest being the embedding.
-            let startup = match (resuming, plan.load_checkpoint != LoadCheckpoint::None) {
-                (true, _) => whole.saturating_mul(3),
-                (false, true) => whole,
-                (false, false) => table,
+            // Loading reads the rank's part one whole tensor at a time (assembling a moment
+            // from saved parts: the tensor and the part read); a fresh start draws one whole
+            // tensor at a time. The largest tensor is the embedding.
+            let startup = match plan.load_checkpoint != LoadCheckpoint::None {
+                true => table.saturating_mul(2),
+                false => table,
             };
             stages.push(RankMemory {
                 stage,

@@ -1,14 +1,13 @@
 //! Where a run starts: the newest committed checkpoint (resume), a checkpoint's or HF
-//! directory's weights (fine-tuning), or fresh initialisation. A fresh start initialises only
-//! the rank's part (the same values as the whole model's); loading still reads the whole model
-//! and keeps the part.
+//! directory's weights (fine-tuning), or fresh initialisation. Either way a rank only ever
+//! holds its part: a fresh start initialises the part (the same values as the whole model's),
+//! loading reads the part from the mapped files one tensor at a time.
 
 use std::path::PathBuf;
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::plan::LoadCheckpoint;
 use crate::config::{Precision, TrainPlan};
-use crate::model::params::Layout;
 use crate::model::qwen3::Qwen3;
 use crate::model::shard::Shard;
 use crate::optim::adamw::AdamWState;
@@ -72,12 +71,10 @@ fn load_state(plan: &TrainPlan, shard: Shard) -> Result<Start, Error> {
             from: None,
         });
     };
-    let global = Layout::new(&plan.model);
-    let loaded = checkpoint::load(&dir, &plan.model, &global)?;
-    let model = Qwen3::sharded(&plan.model, shard, &loaded.params)?;
-    drop(loaded.params);
+    let local = shard.layout(&plan.model)?;
+    let loaded = checkpoint::load_part(&dir, &plan.model, &shard, &local)?;
     let mut start = Start {
-        model,
+        model: Qwen3::with_part(&plan.model, shard, loaded.params)?,
         optimizer: None,
         state: fresh,
         from: Some(dir.clone()),
@@ -93,12 +90,7 @@ fn load_state(plan: &TrainPlan, shard: Shard) -> Result<Start, Error> {
             dir.display()
         )));
     };
-    let m = &start.model;
-    start.optimizer = Some(AdamWState {
-        m: m.shard.extract(&m.layout, &global, &o.m),
-        v: m.shard.extract(&m.layout, &global, &o.v),
-        step: o.step,
-    });
+    start.optimizer = Some(o);
     start.state = state;
     tracing::info!(step = start.state.step, dir = %dir.display(), "resumed");
     Ok(start)

@@ -70,7 +70,7 @@ impl<'a> Trainer<'a> {
         // Layout and memory checks before any work, then rendezvous.
         let topo0 = Topology::new(0, plan.dp_size, plan.tp_size, plan.pp_size);
         cluster::shard_of(plan, &topo0).local_config(&plan.model)?;
-        let memory = MemoryPlan::of(plan, plan.resume_training)?;
+        let memory = MemoryPlan::of(plan)?;
         if let Some(available) = context.memory_available {
             memory.check(plan, available)?;
         }

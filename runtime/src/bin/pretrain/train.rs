@@ -155,8 +155,7 @@ fn print_memory_plan(
     plan: &pretrain::config::TrainPlan,
     available: Option<u64>,
 ) -> Result<(), (i32, String)> {
-    let memory =
-        MemoryPlan::of(plan, plan.resume_training).map_err(|e| (e.exit_code(), e.to_string()))?;
+    let memory = MemoryPlan::of(plan).map_err(|e| (e.exit_code(), e.to_string()))?;
     println!(
         "memory per process (estimate; {} x {} x {} = {} processes):",
         plan.dp_size, plan.tp_size, plan.pp_size, plan.world_size
