@@ -134,17 +134,15 @@ fn write_optimizer(layout: &Layout, st: &AdamWState, path: &Path) -> Result<()> 
     write_safetensors(tensors, Some(meta), path).map_err(|e| invalid(path, e))
 }
 
-/// The moment `<prefix>.<name>` (`exp_avg` or `exp_avg_sq`) of tensor `spec` in `st`, checked
-/// for shape and dtype.
-fn read_moment(
+/// Tensor `name` of `st`, an f32 tensor of `spec`'s shape (else an error naming it).
+fn read_tensor(
     st: &safetensors::SafeTensors<'_>,
-    prefix: &str,
+    name: &str,
     spec: &ParamSpec,
     path: &Path,
 ) -> Result<Vec<f32>> {
-    let name = format!("{prefix}.{}", spec.name);
     let t = st
-        .tensor(&name)
+        .tensor(name)
         .map_err(|_| invalid(path, format!("missing {name}")))?;
     if t.shape() != spec.shape.as_slice() || t.dtype() != Dtype::F32 {
         return Err(invalid(path, format!("{name}: wrong shape or dtype")));
@@ -174,8 +172,9 @@ pub struct SaveRequest<'a> {
     pub config: &'a Qwen3Config,
     /// Parameter layout.
     pub layout: &'a Layout,
-    /// Parameters.
-    pub params: &'a [f32],
+    /// The whole model's parameters; `None` in a multi-process save, whose `model.safetensors`
+    /// is assembled from the parts in `staging` ([`sharded::write_unified`]).
+    pub params: Option<&'a [f32]>,
     /// Optimizer state of the whole model; `None` when the ranks wrote their parts into
     /// `staging` instead ([`sharded`]).
     pub optimizer: Option<&'a AdamWState>,
@@ -212,9 +211,13 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
         }
     };
     let model_path = tmp.join("model.safetensors");
-    req.layout
-        .save_safetensors(req.params, &model_path, None)
-        .map_err(|e| invalid(&model_path, e.to_string()))?;
+    match req.params {
+        Some(params) => req
+            .layout
+            .save_safetensors(params, &model_path, None)
+            .map_err(|e| invalid(&model_path, e.to_string()))?,
+        None => sharded::write_unified(&tmp, req.config, &model_path)?,
+    }
     let json = serde_json::to_vec_pretty(&req.config.to_hf_json()).unwrap_or_default();
     write_synced(&tmp.join("config.json"), &json)?;
     if let Some(opt) = req.optimizer {
@@ -234,20 +237,7 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
         }
     }
     if req.mindspore_ckpt {
-        let tensors: Vec<(String, Vec<usize>, &[f32])> = req
-            .layout
-            .specs
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    s.shape.clone(),
-                    &req.params[s.offset..s.offset + s.len],
-                )
-            })
-            .collect();
-        let path = tmp.join("model.ckpt");
-        mindspore_ckpt::write_ckpt(&path, &tensors).map_err(io(&path))?;
+        write_mindspore_ckpt(req.layout, &model_path, &tmp.join("model.ckpt"))?;
     }
     write_metadata(&tmp)?;
     if tmp.join("shards").is_dir() {
@@ -265,6 +255,37 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
     sync_dir(root)?;
     prune(root, req.keep_max.max(1), step)?;
     Ok(final_dir)
+}
+
+/// `model.ckpt` (MindSpore's format, HF names, in `layout`'s order) from the f32
+/// `model.safetensors` just written, read through a mapping: no second copy of the model in
+/// memory.
+fn write_mindspore_ckpt(layout: &Layout, model_path: &Path, path: &Path) -> Result<()> {
+    let bytes = map_file(model_path)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| invalid(model_path, e.to_string()))?;
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+    for spec in &layout.specs {
+        let name = spec.name.clone();
+        let t = st
+            .tensor(&name)
+            .map_err(|_| invalid(model_path, format!("missing {name}")))?;
+        // SAFETY: any 4 bytes are a valid f32; `align_to` puts only whole, aligned f32 in the
+        // middle (the map is page-aligned and safetensors aligns its data), checked below.
+        let (head, values, tail) = unsafe { t.data().align_to::<f32>() };
+        if t.dtype() != Dtype::F32
+            || !head.is_empty()
+            || !tail.is_empty()
+            || !cfg!(target_endian = "little")
+        {
+            return Err(invalid(
+                model_path,
+                format!("{name}: not an aligned f32 tensor"),
+            ));
+        }
+        tensors.push((name, t.shape().to_vec(), values));
+    }
+    mindspore_ckpt::write_ckpt(path, &tensors).map_err(io(path))
 }
 
 /// A checkpoint file mapped read-only: its pages are read as they are parsed and, being the
@@ -492,7 +513,8 @@ pub fn load_part(
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| invalid(&opt_path, e.to_string()))?;
         let moment = |prefix: &str| {
-            shard.read_part(local, &global, |g| read_moment(&st, prefix, g, &opt_path))
+            let name = |g: &ParamSpec| format!("{prefix}.{}", g.name);
+            shard.read_part(local, &global, |g| read_tensor(&st, &name(g), g, &opt_path))
         };
         Some(AdamWState {
             m: moment("exp_avg")?,

@@ -149,31 +149,165 @@ pub fn load_moments(
         })
         .collect::<Result<Vec<_>>>()?;
     let global = Layout::new(config);
-    let whole = |prefix: &str, g: &ParamSpec| -> Result<Vec<f32>> {
-        let (mut values, mut covered) = (vec![0.0f32; g.len], vec![false; g.len]);
-        for (p, st) in parts.iter().zip(&files) {
-            if let Some(s) = p.shard.local_of(&p.layout, g) {
-                let part = super::read_moment(st, prefix, s, &p.path)?;
-                p.shard
-                    .scatter_tensor(s, g, &part, &mut values, &mut covered);
-            }
-        }
-        let missing = covered.iter().filter(|c| !**c).count();
-        if missing > 0 {
-            return Err(invalid(
-                &dir.join("shards"),
-                format!(
-                    "the parts cover all but {missing} of the {} values of {prefix}.{}: a part \
-                     is missing",
-                    g.len, g.name
-                ),
-            ));
-        }
-        Ok(values)
-    };
+    let shards = dir.join("shards");
+    let whole = |prefix: &str, g: &ParamSpec| assemble(&parts, &files, prefix, g, &shards);
     Ok(Some(AdamWState {
-        m: shard.read_part(local, &global, |g| whole("exp_avg", g))?,
-        v: shard.read_part(local, &global, |g| whole("exp_avg_sq", g))?,
+        m: shard.read_part(local, &global, |g| whole("exp_avg.", g))?,
+        v: shard.read_part(local, &global, |g| whole("exp_avg_sq.", g))?,
         step,
     }))
+}
+
+/// The whole tensor `g` (its weights, or with `prefix` `exp_avg.`/`exp_avg_sq.` its moments),
+/// assembled from the parts that hold some of it; an error naming what no part holds.
+fn assemble(
+    parts: &[Part],
+    files: &[safetensors::SafeTensors<'_>],
+    prefix: &str,
+    g: &ParamSpec,
+    shards: &Path,
+) -> Result<Vec<f32>> {
+    let (mut values, mut covered) = (vec![0.0f32; g.len], vec![false; g.len]);
+    for (p, st) in parts.iter().zip(files) {
+        if let Some(s) = p.shard.local_of(&p.layout, g) {
+            let name = format!("{prefix}{}", s.name);
+            let part = super::read_tensor(st, &name, s, &p.path)?;
+            p.shard
+                .scatter_tensor(s, g, &part, &mut values, &mut covered);
+        }
+    }
+    let missing = covered.iter().filter(|c| !**c).count();
+    if missing > 0 {
+        return Err(invalid(
+            shards,
+            format!(
+                "the parts cover all but {missing} of the {} values of {prefix}{}: a part is \
+                 missing",
+                g.len, g.name
+            ),
+        ));
+    }
+    Ok(values)
+}
+
+/// Rank 0 at the commit: the whole model's `model.safetensors` at `path`, each tensor
+/// assembled from the parts in `staging/shards/` as the file is written, so that no process
+/// ever holds the whole model. Fails (before anything is committed) if a part is missing.
+pub fn write_unified(staging: &Path, config: &Qwen3Config, path: &Path) -> Result<()> {
+    let (parts, _) = parts(staging, config)?;
+    let files = parts
+        .iter()
+        .map(|p| {
+            safetensors::SafeTensors::deserialize(&p.bytes)
+                .map_err(|e| invalid(&p.path, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let global = Layout::new(config);
+    let shards = staging.join("shards");
+    let failed = std::cell::RefCell::new(None);
+    let fetch = |g: &ParamSpec| assemble(&parts, &files, "", g, &shards);
+    let tensors = global
+        .specs
+        .iter()
+        .map(|g| {
+            let view = Assembled {
+                spec: g,
+                fetch: &fetch,
+                failed: &failed,
+            };
+            (g.name.clone(), view)
+        })
+        .collect::<Vec<_>>();
+    safetensors::serialize_to_file(tensors, None, path)
+        .map_err(|e| invalid(path, e.to_string()))?;
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
+    }
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// A tensor of the unified file, assembled when the writer asks for its bytes; an error is
+/// kept in `failed` (the writer cannot return one) and zeros written in its place.
+struct Assembled<'a> {
+    spec: &'a ParamSpec,
+    fetch: &'a dyn Fn(&ParamSpec) -> Result<Vec<f32>>,
+    failed: &'a std::cell::RefCell<Option<super::Error>>,
+}
+
+impl safetensors::View for Assembled<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.spec.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let values = (self.fetch)(self.spec).unwrap_or_else(|e| {
+            self.failed.borrow_mut().get_or_insert(e);
+            vec![0.0; self.spec.len]
+        });
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.spec.len * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::qwen3::Qwen3;
+    use crate::model::shard::stage_layers;
+
+    /// Parts written by a tp 2 x pp 2 layout give back the whole model: the unified file
+    /// assembled from them, and every part read from it, have the whole model's bits; a
+    /// missing part is an error, not a file of zeros.
+    #[test]
+    fn the_unified_file_assembled_from_parts_is_the_whole_model() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for tied in [false, true] {
+            let c = Qwen3Config::from_hf_json(&format!(
+                r#"{{"vocab_size": 64, "hidden_size": 16, "intermediate_size": 24,
+                "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "head_dim": 8, "tie_word_embeddings": {tied}}}"#
+            ))
+            .expect("config");
+            let whole = Qwen3::init(c.clone(), 5).expect("model");
+            let staging = begin(dir.path(), u64::from(tied)).expect("staging");
+            for (stage, r) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let shard = Shard {
+                    tp_rank: r,
+                    tp_size: 2,
+                    layers: stage_layers(&[2, 2], stage),
+                    first: stage == 0,
+                    last: stage == 1,
+                };
+                let part = Qwen3::sharded(&c, shard.clone(), &whole.params).expect("part");
+                let moments = AdamWState::new(part.layout.total);
+                write_shard(
+                    &staging,
+                    &shard,
+                    stage,
+                    &part.layout,
+                    &part.params,
+                    &moments,
+                )
+                .expect("write part");
+            }
+            let unified = staging.join("model.safetensors");
+            write_unified(&staging, &c, &unified).expect("unified");
+            let bytes = std::fs::read(&unified).expect("read");
+            let back = whole
+                .layout
+                .load_safetensors(&bytes, &unified)
+                .expect("load");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&back), bits(&whole.params), "tied {tied}");
+            std::fs::remove_file(staging.join("shards/tp01-pp01.safetensors")).expect("rm");
+            let err = write_unified(&staging, &c, &unified).expect_err("a part is missing");
+            assert!(err.to_string().contains("a part is missing"), "{err}");
+        }
+    }
 }

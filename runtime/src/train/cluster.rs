@@ -2,15 +2,11 @@
 //! from the launch environment), rendezvous, its groups, its part of the model, and the gather
 //! of every part to rank 0 for a checkpoint.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::config::TrainPlan;
 use crate::dist::store::{StoreClient, StoreServer};
 use crate::dist::tcp::Mesh;
-use crate::dist::Communicator;
-use crate::model::params::Layout;
-use crate::model::qwen3::Qwen3;
 use crate::model::shard::{stage_layers, Shard};
 use crate::parallel::{Groups, Topology};
 
@@ -150,39 +146,4 @@ pub fn shard_of(plan: &TrainPlan, topo: &Topology) -> Shard {
         first: topo.pp_rank == 0,
         last: topo.pp_rank + 1 == topo.pp,
     }
-}
-
-/// The whole model's parameters, assembled on world rank 0 from every part (`None` on other
-/// ranks; borrowed from the model with one process). Ranks of data-parallel index 0 send
-/// their part.
-pub fn gather_params<'a>(
-    model: &'a Qwen3,
-    plan: &TrainPlan,
-    topo: &Topology,
-    world: &mut dyn Communicator,
-) -> Result<Option<Cow<'a, [f32]>>, Error> {
-    if topo.world() == 1 {
-        return Ok(Some(Cow::Borrowed(&model.params)));
-    }
-    let writers = topo.writers();
-    if topo.rank != 0 {
-        if writers.contains(&topo.rank) {
-            world.send(&model.params, 0)?;
-        }
-        return Ok(None);
-    }
-    let global = Layout::new(&plan.model);
-    let mut full = vec![0.0f32; global.total];
-    for &r in &writers {
-        let shard = shard_of(plan, &Topology::new(r, topo.dp, topo.tp, topo.pp));
-        let local = shard.layout(&plan.model)?;
-        if r == 0 {
-            shard.scatter_into(&local, &global, &model.params, &mut full);
-        } else {
-            let mut buf = vec![0.0f32; local.total];
-            world.recv(&mut buf, r)?;
-            shard.scatter_into(&local, &global, &buf, &mut full);
-        }
-    }
-    Ok(Some(Cow::Owned(full)))
 }

@@ -101,10 +101,10 @@ fn part_parameters(local: &Qwen3Config, embed: bool, head: bool) -> Option<u64> 
 
 /// Buffers beside the steady state: ZeRO-1's padded buffer and slice (kept for the run);
 /// for checkpoints, ZeRO-1's gathered moments, one tensor's bytes while a file is written
-/// (the largest: the embedding, `table`), the whole model gathered on rank 0 of a
-/// multi-process job, and the snapshot a background save writes from (the rank's parameters
+/// (the largest: the embedding, `table`), on rank 0 of a multi-process job one tensor of the
+/// unified file assembled from the parts, and the snapshot a background save writes from (the rank's parameters
 /// and moments).
-fn workspace(plan: &TrainPlan, stage: usize, params: u64, whole: u64, table: u64) -> u64 {
+fn workspace(plan: &TrainPlan, stage: usize, params: u64, table: u64) -> u64 {
     let mut w = 0u64;
     if plan.zero1 {
         w = w.saturating_add(params.saturating_add(params / plan.dp_size as u64));
@@ -117,7 +117,8 @@ fn workspace(plan: &TrainPlan, stage: usize, params: u64, whole: u64, table: u64
     }
     w = w.saturating_add(table);
     if stage == 0 && plan.world_size > 1 {
-        w = w.saturating_add(whole);
+        // Rank 0 assembles the unified file a tensor at a time: the tensor and a part of it.
+        w = w.saturating_add(table.saturating_mul(2));
     }
     if ck.async_save {
         w = w.saturating_add(params.saturating_mul(3));
@@ -136,7 +137,8 @@ fn too_large(what: &str) -> Error {
 impl MemoryPlan {
     /// The plan's memory per rank.
     pub fn of(plan: &TrainPlan) -> Result<MemoryPlan, Error> {
-        let whole = part_parameters(&plan.model, true, true)
+        // Sizes that overflow are refused here, whatever the layout.
+        part_parameters(&plan.model, true, true)
             .and_then(|p| p.checked_mul(4))
             .ok_or_else(|| too_large("the model's parameters"))?;
         let mut stages = Vec::with_capacity(plan.pp_size);
@@ -162,7 +164,7 @@ impl MemoryPlan {
             let table = (plan.model.vocab_size as u64)
                 .saturating_mul(plan.model.hidden_size as u64)
                 .saturating_mul(4);
-            let workspace = workspace(plan, stage, params, whole, table);
+            let workspace = workspace(plan, stage, params, table);
             // Loading reads the rank's part one whole tensor at a time (assembling a moment
             // from saved parts: the tensor and the part read); a fresh start draws one whole
             // tensor at a time. The largest tensor is the embedding.

@@ -1,11 +1,12 @@
 //! Checkpoints of any layout. One process: the single-file layout. Several: every rank of
 //! data-parallel index 0 writes its part of the weights and moments into the shared staging
-//! directory (temporary name, fsync, rename); rank 0 adds the unified HF weights (gathered over
-//! the network), config, trainer state and checksums of everything, renames the directory and
-//! writes the commit marker once every part is in place.
+//! directory (temporary name, fsync, rename); once every part is in place, rank 0 adds the
+//! unified HF weights (assembled from the parts a tensor at a time, so no process holds the
+//! whole model), config, trainer state and checksums of everything, renames the directory and
+//! writes the commit marker.
 //!
 //! A save has two halves. The snapshot runs at the step boundary on every rank: the
-//! collectives (ZeRO-1's moment gather, the gather of the whole model to rank 0) and copies of
+//! collectives (ZeRO-1's moment gather) and copies of
 //! what each rank writes. The write (files, fsync, verification, commit) then runs either at
 //! once (`async_save: False`) or on a background thread while training goes on
 //! (`async_save: True`, MindSpore Transformers' key). At most one save is in flight: the next
@@ -25,7 +26,6 @@ use crate::model::shard::Shard;
 use crate::model::Qwen3Config;
 use crate::optim::adamw::AdamWState;
 
-use super::cluster;
 use super::{Error, Trainer};
 
 /// A save being written in the background: its directory once committed.
@@ -65,7 +65,7 @@ impl Spare {
             moments.push(p.moments);
         }
         if let Some(c) = snapshot.commit {
-            owned.push(c.params);
+            owned.extend(c.params);
             moments.extend(c.moments);
         }
         for m in moments {
@@ -108,7 +108,8 @@ struct Part<'a> {
 
 struct Commit<'a> {
     config: Qwen3Config,
-    params: Cow<'a, [f32]>,
+    /// The whole model (single process); `None`: assembled from the parts at the commit.
+    params: Option<Cow<'a, [f32]>>,
     /// The whole model's moments (single process), else the parts hold them.
     moments: Option<Cow<'a, AdamWState>>,
     /// Multi-process: the staging directory and how many parts to wait for.
@@ -222,7 +223,6 @@ impl Trainer<'_> {
             // The staging directory exists before any part is written into it.
             groups.world.barrier()?;
         }
-        let gathered = cluster::gather_params(&self.model, plan, &topo, &mut *groups.world)?;
         let m = &self.model;
         let part = (multi && topo.dp_rank == 0).then(|| Part {
             staging: staging.clone(),
@@ -233,9 +233,9 @@ impl Trainer<'_> {
             moments: moments.clone(),
         });
         let ck = plan.checkpoint.as_ref();
-        let commit = gathered.map(|params| Commit {
+        let commit = (topo.rank == 0).then(|| Commit {
             config: plan.model.clone(),
-            params,
+            params: (!multi).then_some(Cow::Borrowed(&m.params[..])),
             moments: (!multi).then_some(moments),
             staging: multi.then(|| (staging.clone(), topo.tp * topo.pp)),
             resolved_config: self.resolved_config.to_string(),
@@ -289,7 +289,7 @@ impl Snapshot<'_> {
             commit: self.commit.map(|c| Commit {
                 config: c.config,
                 moments: c.moments.map(|m| own_moments(m, spare)),
-                params: own_f32(c.params, spare),
+                params: c.params.map(|p| own_f32(p, spare)),
                 staging: c.staging,
                 resolved_config: c.resolved_config,
                 tokenizer_dir: c.tokenizer_dir,
@@ -320,7 +320,7 @@ fn write(s: &Snapshot<'_>) -> Result<PathBuf, Error> {
         root: &s.root,
         config: &c.config,
         layout: &layout,
-        params: &c.params,
+        params: c.params.as_deref(),
         optimizer: c.moments.as_deref(),
         staging: c.staging.as_ref().map(|(d, _)| d.as_path()),
         state: &s.state,
