@@ -1,5 +1,7 @@
 //! [`Trainer`]: built once from a validated plan, then stepped; `save.rs` adds its checkpoints.
 
+use crate::tensor::gemm::Compute;
+use crate::tensor::gemm_bf16::has_native_bf16;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -125,9 +127,14 @@ impl<'a> Trainer<'a> {
         if recompute > 0 {
             tracing::info!("recompute: {recompute} layer(s) of this stage keep only their input");
         }
+        // vdpbf16ps does twice the multiply-adds of an f32 FMA.
+        let bf16_rate = match model.compute == Compute::Bf16 && has_native_bf16() {
+            true => 2.0,
+            false => 1.0,
+        };
         let peak = context
             .peak_flops
-            .unwrap_or(160e9 * rayon::current_num_threads() as f64);
+            .unwrap_or(160e9 * bf16_rate * rayon::current_num_threads() as f64);
         let start_step = start.state.step;
         let report = Reporter::open(plan, resolved_config, rank0, topo.world(), peak, start_step)?;
         Ok(Trainer {
