@@ -22,7 +22,9 @@ echo "== inspecting the dataset (training sample 0 at seq_length 64)"
   --sample 0 --seq-length 64 --split 969,30,1
 
 echo "== training configs/qwen3/qwen3_tiny.yaml (200 steps, a few minutes on 2 cores)"
-"$bin" train --config configs/qwen3/qwen3_tiny.yaml
+# overwrite_output_dir: running the quickstart again starts over (a fresh run into a directory
+# with committed checkpoints is otherwise refused).
+"$bin" train --config configs/qwen3/qwen3_tiny.yaml --overwrite_output_dir True
 
 cat <<TXT
 

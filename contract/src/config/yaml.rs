@@ -159,15 +159,25 @@ struct Open {
     node: Node,
     anchor: usize,
     pending: Option<(String, Origin)>,
+    /// The node count when the collection opened: its subtree's size is the difference.
+    first: usize,
 }
+
+/// The most nodes a document may expand to, aliases counted at their full size: a
+/// MindSpore Transformers config has a few hundred, and without a bound nine lines of nested
+/// aliases ("billion laughs") expand to billions.
+pub const MAX_NODES: usize = 100_000;
 
 /// Builds [`Node`]s from parser events.
 struct Builder {
     source: Arc<str>,
     /// Open collections, innermost last.
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their sizes in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
+    /// Nodes so far, aliases counted at their full size.
+    nodes: usize,
 }
 
 impl Builder {
@@ -178,10 +188,26 @@ impl Builder {
         }
     }
 
-    /// Adds a finished node to the collection on top of the stack (or makes it the root).
-    fn push(&mut self, node: Node, anchor: usize) -> Result<()> {
+    /// Counts `n` more nodes against [`MAX_NODES`].
+    fn count(&mut self, n: usize, span: Span) -> Result<()> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(Error::Syntax {
+                at: self.origin(span).to_string(),
+                message: format!(
+                    "the document expands to more than {MAX_NODES} values (aliases of aliases?); \
+                     a training config has a few hundred"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a finished node of `size` nodes to the collection on top of the stack (or makes it
+    /// the root).
+    fn push(&mut self, node: Node, anchor: usize, size: usize) -> Result<()> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         let Some(Open {
             node: parent,
@@ -237,7 +263,8 @@ impl Builder {
                     value,
                     origin: self.origin(span),
                 };
-                self.push(node, anchor)
+                self.count(1, span)?;
+                self.push(node, anchor, 1)
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 let value = if matches!(event, Event::SequenceStart(..)) {
@@ -246,25 +273,32 @@ impl Builder {
                     Value::Map(Vec::new())
                 };
                 let origin = self.origin(span);
+                let first = self.nodes;
+                self.count(1, span)?;
                 self.stack.push(Open {
                     node: Node { value, origin },
                     anchor,
                     pending: None,
+                    first,
                 });
                 Ok(())
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let open = self.stack.pop().expect("parser balances start and end");
-                self.push(open.node, open.anchor)
+                let size = self.nodes - open.first;
+                self.push(open.node, open.anchor, size)
             }
             Event::Alias(id) => {
-                let Some(node) = self.anchors.get(&id).cloned() else {
+                let Some(&(_, size)) = self.anchors.get(&id) else {
                     return Err(Error::Syntax {
                         at: self.origin(span).to_string(),
                         message: "alias to an unknown anchor".into(),
                     });
                 };
-                self.push(node, 0)
+                // Counted before it is copied: a copy never exceeds the budget.
+                self.count(size, span)?;
+                let node = self.anchors[&id].0.clone();
+                self.push(node, 0, size)
             }
             Event::DocumentStart(_) if self.root.is_some() => Err(Error::Syntax {
                 at: self.origin(span).to_string(),
@@ -282,6 +316,7 @@ pub fn parse(text: &str, source: &str) -> Result<Node> {
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
+        nodes: 0,
     };
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| Error::Syntax {
@@ -407,6 +442,24 @@ fn scalar_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nine lines of nested aliases would expand to 10^9 values: refused at the budget, at
+    /// once, naming the position; aliases within it still work.
+    #[test]
+    fn alias_expansion_has_a_budget() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let t = std::time::Instant::now();
+        let err = parse(&doc, "laughs.yaml").expect_err("too big").to_string();
+        assert!(err.starts_with("laughs.yaml:"), "{err}");
+        assert!(err.contains("more than 100000 values"), "{err}");
+        assert!(t.elapsed().as_secs() < 5, "took {:?}", t.elapsed());
+        let ok = parse("base: &b {lr: 1, wd: 2}\nx: *b\ny: [*b, *b]\n", "ok.yaml").expect("small");
+        assert_eq!(emit(&ok).matches("lr: 1").count(), 4);
+    }
 
     fn value(text: &str) -> Value {
         parse(text, "t.yaml").expect("valid yaml").value

@@ -210,13 +210,53 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
             tmp
         }
     };
+    let written = write_and_commit(req, &tmp, &final_dir);
+    if let Err(e) = written {
+        // Nothing of a failed save stays behind: its directory never committed.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(explain_disk_full(e, root, req));
+    }
+    prune(root, req.keep_max.max(1), step)?;
+    Ok(final_dir)
+}
+
+/// A save that ran out of disk space, said so: the directory and about how many bytes the
+/// checkpoint needs.
+fn explain_disk_full(e: Error, root: &Path, req: &SaveRequest<'_>) -> Error {
+    let full = match &e {
+        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+        Error::Invalid { reason, .. } => reason.contains("os error 28"),
+    };
+    if !full {
+        return e;
+    }
+    // Weights, and the two moments (in optimizer.safetensors or the parts).
+    let need = req.layout.total as u64 * 12;
+    Error::Io {
+        path: root.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "no space left on the device while writing a checkpoint of about {:.2} GiB \
+                 ({e}); free space there, lower keep_checkpoint_max, or move the checkpoint \
+                 directory",
+                need as f64 / (1u64 << 30) as f64
+            ),
+        ),
+    }
+}
+
+/// Writes the files of `req` into `tmp` (a staging directory), renames it to `final_dir` and
+/// moves the commit marker.
+fn write_and_commit(req: &SaveRequest<'_>, tmp: &Path, final_dir: &Path) -> Result<()> {
+    let (root, step) = (req.root, req.state.step);
     let model_path = tmp.join("model.safetensors");
     match req.params {
         Some(params) => req
             .layout
             .save_safetensors(params, &model_path, None)
             .map_err(|e| invalid(&model_path, e.to_string()))?,
-        None => sharded::write_unified(&tmp, req.config, &model_path)?,
+        None => sharded::write_unified(tmp, req.config, &model_path)?,
     }
     let json = serde_json::to_vec_pretty(&req.config.to_hf_json()).unwrap_or_default();
     write_synced(&tmp.join("config.json"), &json)?;
@@ -239,22 +279,20 @@ pub fn save(req: &SaveRequest<'_>) -> Result<PathBuf> {
     if req.mindspore_ckpt {
         write_mindspore_ckpt(req.layout, &model_path, &tmp.join("model.ckpt"))?;
     }
-    write_metadata(&tmp)?;
+    write_metadata(tmp)?;
     if tmp.join("shards").is_dir() {
         sync_dir(&tmp.join("shards"))?;
     }
-    sync_dir(&tmp)?;
+    sync_dir(tmp)?;
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        std::fs::remove_dir_all(final_dir).map_err(io(final_dir))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    std::fs::rename(tmp, final_dir).map_err(io(final_dir))?;
     sync_dir(root)?;
     let marker_tmp = root.join(format!(".{MARKER}.tmp-{}", std::process::id()));
     write_synced(&marker_tmp, step.to_string().as_bytes())?;
     std::fs::rename(&marker_tmp, root.join(MARKER)).map_err(io(root))?;
-    sync_dir(root)?;
-    prune(root, req.keep_max.max(1), step)?;
-    Ok(final_dir)
+    sync_dir(root)
 }
 
 /// `model.ckpt` (MindSpore's format, HF names, in `layout`'s order) from the f32
@@ -422,7 +460,17 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
         },
         Err(_) => None,
     };
-    let candidates: Vec<(u64, PathBuf)> = iterations(root)
+    let all = iterations(root);
+    if let Some(c) = committed {
+        if !all.iter().any(|(step, _)| *step == c) {
+            tracing::warn!(
+                "{}: the marker names step {c}, whose checkpoint does not exist; resuming from \
+                 the newest older one that verifies",
+                marker.display()
+            );
+        }
+    }
+    let candidates: Vec<(u64, PathBuf)> = all
         .into_iter()
         .filter(|(step, _)| committed.is_none_or(|c| *step <= c))
         .collect();

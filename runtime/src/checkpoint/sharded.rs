@@ -308,6 +308,35 @@ mod tests {
             std::fs::remove_file(staging.join("shards/tp01-pp01.safetensors")).expect("rm");
             let err = write_unified(&staging, &c, &unified).expect_err("a part is missing");
             assert!(err.to_string().contains("a part is missing"), "{err}");
+            // Through a save: refused before the commit, and nothing of it stays behind.
+            let state = super::super::TrainerState {
+                step: u64::from(tied),
+                consumed_samples: 0,
+                last_loss: 0.0,
+            };
+            let req = super::super::SaveRequest {
+                root: dir.path(),
+                config: &c,
+                layout: &whole.layout,
+                params: None,
+                optimizer: None,
+                staging: Some(&staging),
+                state: &state,
+                resolved_config: "",
+                tokenizer_dir: None,
+                keep_max: 2,
+                mindspore_ckpt: false,
+            };
+            let err = super::super::save(&req).expect_err("a part is missing");
+            assert!(err.to_string().contains("a part is missing"), "{err}");
+            assert!(
+                !staging.exists(),
+                "the failed save's staging directory is removed"
+            );
+            assert!(
+                super::super::iterations(dir.path()).is_empty(),
+                "nothing committed"
+            );
         }
     }
 }

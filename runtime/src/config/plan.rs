@@ -18,6 +18,8 @@ pub struct TrainPlan {
     pub load_checkpoint: LoadCheckpoint,
     /// Restore optimizer state, step and data position, not only weights.
     pub resume_training: bool,
+    /// A run from step 0 deletes the checkpoints already in `checkpoint_root`.
+    pub overwrite_output_dir: bool,
     /// Tokenizer files to copy into checkpoints.
     pub tokenizer_dir: Option<PathBuf>,
     /// dp × tp × pp.

@@ -40,6 +40,10 @@ pub struct Config {
     /// Restore step, optimizer state and data position too, not only weights.
     #[serde(default)]
     pub resume_training: bool,
+    /// Our addition (HF Trainer's name): a run that starts at step 0 deletes the committed
+    /// checkpoints already in its checkpoint directory instead of refusing to start.
+    #[serde(default)]
+    pub overwrite_output_dir: bool,
     /// Our addition: a directory holding `tokenizer.json` (and `tokenizer_config.json`), copied
     /// into every checkpoint so it loads with transformers' `from_pretrained`; `''` = none.
     #[serde(default)]

@@ -5,13 +5,15 @@
 //!
 //! Files: `trainer` (build and step), `memory` (the memory plan, checked before anything is
 //! allocated), `start` (where a run starts: checkpoint or fresh),
-//! `save` (checkpoints of any layout), `report` (metrics files and the step log), `step` (one
+//! `output` (the output directories' lock and checks), `save` (checkpoints of any layout),
+//! `report` (metrics files and the step log), `step` (one
 //! step's forward/backward passes over the pipeline schedule), `batch` (micro-batches),
 //! `cluster` (rendezvous, groups and shards).
 
 pub mod batch;
 pub mod cluster;
 pub mod memory;
+pub mod output;
 mod report;
 mod save;
 mod start;

@@ -58,6 +58,13 @@ fn load_state(plan: &TrainPlan, shard: Shard) -> Result<Start, Error> {
         LoadCheckpoint::None => None,
         LoadCheckpoint::Auto => checkpoint::latest(root)?,
         LoadCheckpoint::Path(p) if p.join(checkpoint::MARKER).is_file() => checkpoint::latest(p)?,
+        LoadCheckpoint::Path(p) if !p.exists() => {
+            return Err(Error::Unsupported(format!(
+                "load_checkpoint: {} does not exist; give a checkpoint directory (iteration_N, \
+                 or the directory holding latest_checkpointed_iteration.txt), auto, or ''",
+                p.display()
+            )))
+        }
         LoadCheckpoint::Path(p) => Some(p.clone()),
     };
     let Some(dir) = source else {

@@ -16,6 +16,7 @@ use crate::parallel::Topology;
 
 use super::cluster::{self, Cluster};
 use super::memory::MemoryPlan;
+use super::output;
 use super::report::{Reporter, StepRecord};
 use super::save::{PendingSave, Spare};
 use super::step::StepPlan;
@@ -45,6 +46,20 @@ pub struct Trainer<'a> {
     pub(super) pending: Option<PendingSave>,
     /// Snapshot buffers kept for the next background save.
     pub(super) spare: Spare,
+    /// Rank 0: the output directories' lock, held until the trainer is dropped.
+    _output_lock: Option<output::OutputLock>,
+}
+
+/// Peak FLOP/s per process for MFU: the context's, else 160 GFLOP/s per compute thread, twice
+/// that for bf16 products on `vdpbf16ps` (twice the multiply-adds of an f32 FMA).
+fn peak_flops(context: &Context, model: &Qwen3) -> f64 {
+    let bf16_rate = match model.compute == Compute::Bf16 && has_native_bf16() {
+        true => 2.0,
+        false => 1.0,
+    };
+    context
+        .peak_flops
+        .unwrap_or(160e9 * bf16_rate * rayon::current_num_threads() as f64)
 }
 
 /// What a step did.
@@ -79,6 +94,11 @@ impl<'a> Trainer<'a> {
         if context.placement.rank == 0 {
             tracing::info!("memory per process (estimate):\n{memory}");
         }
+        // One run per output directory; rank 0 holds the lock for the job.
+        let output_lock = match context.placement.rank {
+            0 => Some(output::lock(plan)?),
+            _ => None,
+        };
         let mut cluster = Cluster::join(plan, &context.placement)?;
         check_tokenizer(plan)?;
         let topo = cluster.topo;
@@ -95,6 +115,13 @@ impl<'a> Trainer<'a> {
         })?;
         tracing::info!(samples = train.len(), "train dataset ready");
         let start = start::load(plan, cluster::shard_of(plan, &topo))?;
+        if plan.overwrite_output_dir {
+            // Every rank has read what it starts from before old checkpoints may go.
+            cluster.groups.world.barrier()?;
+        }
+        if rank0 {
+            output::check_fresh_start(plan, start.state.step)?;
+        }
         let model = start.model;
         let optimizer = start
             .optimizer
@@ -127,14 +154,7 @@ impl<'a> Trainer<'a> {
         if recompute > 0 {
             tracing::info!("recompute: {recompute} layer(s) of this stage keep only their input");
         }
-        // vdpbf16ps does twice the multiply-adds of an f32 FMA.
-        let bf16_rate = match model.compute == Compute::Bf16 && has_native_bf16() {
-            true => 2.0,
-            false => 1.0,
-        };
-        let peak = context
-            .peak_flops
-            .unwrap_or(160e9 * bf16_rate * rayon::current_num_threads() as f64);
+        let peak = peak_flops(context, &model);
         let start_step = start.state.step;
         let report = Reporter::open(plan, resolved_config, rank0, topo.world(), peak, start_step)?;
         Ok(Trainer {
@@ -156,6 +176,7 @@ impl<'a> Trainer<'a> {
             spikes_in_a_row: 0,
             pending: None,
             spare: Spare::default(),
+            _output_lock: output_lock,
         })
     }
 

@@ -2,6 +2,7 @@
 
 mod inspect;
 mod launch;
+mod output;
 mod preprocess;
 mod signals;
 mod train;

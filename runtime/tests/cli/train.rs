@@ -146,3 +146,19 @@ fn sizes_beyond_any_machine_are_refused_before_allocating() {
         );
     }
 }
+
+/// Nine lines of nested YAML aliases ("billion laughs") took 24 GB and an OOM kill before the
+/// loader counted nodes: now a config error at once, naming the file and line.
+#[test]
+fn alias_bombs_are_a_config_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut doc = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let path = dir.path().join("laughs.yaml");
+    std::fs::write(&path, doc).expect("write");
+    let o = pretrain(&["train", "--config", path.to_str().expect("utf-8")]);
+    assert_fails(&o, 2, &["laughs.yaml:", "more than 100000 values"]);
+}

@@ -86,6 +86,7 @@ impl Config {
                 .unwrap_or_else(|| self.checkpoint_root()),
             load_checkpoint,
             resume_training: self.resume_training || launch.resume,
+            overwrite_output_dir: self.overwrite_output_dir,
             tokenizer_dir: (!self.tokenizer_dir.is_empty())
                 .then(|| PathBuf::from(&self.tokenizer_dir)),
             world_size: to_usize(world),
