@@ -57,6 +57,13 @@ pub const CLUSTER_TIMEOUT: &str = "PRETRAIN_CLUSTER_TIMEOUT";
 pub const STORE_HOSTED: &str = "PRETRAIN_STORE_HOSTED";
 /// Where the worker leaves its [`crate::termination::WorkerStatus`].
 pub const STATUS_FILE: &str = "PRETRAIN_STATUS_FILE";
+/// Where the worker writes its heartbeat (every second: a beat counter, the last completed
+/// step and a progress counter) for the launcher's hang detection.
+pub const HEARTBEAT_FILE: &str = "PRETRAIN_HEARTBEAT_FILE";
+/// The launcher's `--heartbeat-timeout` when the flag is not given (seconds).
+pub const HEARTBEAT_TIMEOUT: &str = "PRETRAIN_HEARTBEAT_TIMEOUT";
+/// The launcher's `--hang-timeout` when the flag is not given (seconds; 0 = automatic).
+pub const HANG_TIMEOUT: &str = "PRETRAIN_HANG_TIMEOUT";
 /// Compute threads per worker (cores / local workers unless set).
 pub const RAYON_NUM_THREADS: &str = "RAYON_NUM_THREADS";
 

@@ -15,6 +15,9 @@ pub const DIVERGED: i32 = 4;
 /// Stopped by SIGTERM/SIGINT after saving a final-state checkpoint at the last completed step:
 /// nothing was lost, restart with `resume_training` to continue.
 pub const STOPPED: i32 = 10;
+/// The launcher stopped a gang with a hung worker (no heartbeat, or no progress within the
+/// hang timeout): retrying from the last checkpoint may help.
+pub const HUNG: i32 = 11;
 
 /// Whether a supervisor should restart a worker that exited with `code`.
 pub fn is_retryable(code: i32) -> bool {
@@ -29,6 +32,7 @@ pub fn reason(code: i32) -> &'static str {
         DATA_INVALID => "DataInvalid",
         DIVERGED => "Diverged",
         STOPPED => "Stopped",
+        HUNG => "Hung",
         c if c > 128 => "WorkerKilled",
         _ => "WorkerFailed",
     }
@@ -46,6 +50,7 @@ mod tests {
         assert!(!is_retryable(DIVERGED));
         assert!(is_retryable(RETRYABLE));
         assert!(is_retryable(STOPPED));
+        assert!(is_retryable(HUNG));
         assert!(is_retryable(137));
     }
 
@@ -54,6 +59,7 @@ mod tests {
         assert_eq!(reason(OK), "Succeeded");
         assert_eq!(reason(CONFIG_INVALID), "ConfigInvalid");
         assert_eq!(reason(STOPPED), "Stopped");
+        assert_eq!(reason(HUNG), "Hung");
         assert_eq!(reason(137), "WorkerKilled");
         assert_eq!(reason(RETRYABLE), "WorkerFailed");
     }

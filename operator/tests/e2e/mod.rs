@@ -190,9 +190,28 @@ async fn run_example(
     name: &str,
     overrides: &[&str],
 ) -> (Kubelet, PathBuf) {
+    run_example_with(client, ns, dir, name, overrides, &[]).await
+}
+
+/// [`run_example`] with environment variables for the pods (`spec.env`).
+async fn run_example_with(
+    client: &Client,
+    ns: &str,
+    dir: &Path,
+    name: &str,
+    overrides: &[&str],
+    env: &[(&str, &str)],
+) -> (Kubelet, PathBuf) {
     let (node, pvc) = start_node(client, ns, dir).await;
     let mut job = cpu_example(overrides);
     job.metadata.name = Some(name.into());
+    for (k, v) in env {
+        job.spec.env.push(k8s_openapi::api::core::v1::EnvVar {
+            name: k.to_string(),
+            value: Some(v.to_string()),
+            ..Default::default()
+        });
+    }
     Api::<PretrainJob>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &job)
         .await
@@ -406,4 +425,60 @@ async fn the_operator_restarted_mid_job_converges_without_duplicate_pods() {
     node.shutdown().await;
     assert_eq!(done.status.expect("status").attempt, 1, "no restart");
     assert!(most <= 2, "{most} pods at once");
+}
+
+/// A stopped worker (SIGSTOP) is found by its launcher's heartbeat watch (here with a 5 s
+/// heartbeat timeout through `spec.env`): its pod's launcher and, through the store, the other
+/// pod's kill their workers and exit 11 with reason `Hung`; the operator restarts the gang,
+/// which resumes and ends with the uninterrupted run's losses.
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver, root (mount namespaces) and the release binaries"]
+async fn a_stopped_worker_is_hung_and_the_job_ends_as_if_uninterrupted() {
+    let _serial = SERIAL.lock().await;
+    let ns = "e2e-hang";
+    let (client, _op) = setup(ns).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = ["runner_config.train_iters=30"];
+    let (node, pvc) = run_example(&client, ns, dir.path(), "straight", &long).await;
+    wait_phase(&client, ns, "straight", Phase::Succeeded, 300).await;
+    node.shutdown().await;
+    let want = losses(&pvc.join("qwen3-tiny/metrics.jsonl")).0;
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let env = [("PRETRAIN_HEARTBEAT_TIMEOUT", "5")];
+    let (node, pvc) = run_example_with(&client, ns, dir2.path(), "stopped", &long, &env).await;
+    let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
+    wait_steps(&metrics, 8).await;
+    let pods_dir = dir2.path().join("pods");
+    let pid = super::support::wait_for(30, "the worker pid of pod stopped-1", || async {
+        worker_pid(&pods_dir, "stopped-1", 1)
+    })
+    .await;
+    let stopped_at = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let regang = super::support::wait_for(120, "attempt 2 running", || async {
+        let p = super::pods(&client, ns).await;
+        let running = p.iter().filter(|p| {
+            super::label(p, "pretrain.io/attempt") == "2"
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        (running.count() == 2).then_some(stopped_at.elapsed())
+    })
+    .await;
+    let done = wait_phase(&client, ns, "stopped", Phase::Succeeded, 300).await;
+    node.shutdown().await;
+    let status = done.status.expect("status");
+    assert_eq!(status.attempt, 2);
+    let failure = status.last_failure.expect("last failure");
+    assert_eq!(failure.reason, "Hung", "{failure:?}");
+    assert_eq!(failure.exit_code, Some(11), "{failure:?}");
+    let (got, _) = losses(&metrics);
+    assert_eq!(got, want, "losses differ from the uninterrupted run");
+    println!(
+        "figure: SIGSTOP -> hang detected, gang killed and the new gang running in {:.2}s",
+        regang.as_secs_f64()
+    );
 }

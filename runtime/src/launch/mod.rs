@@ -8,8 +8,11 @@
 //! `<log_dir>/worker_<rank>.log`. When a worker fails, the launcher tells the other nodes
 //! through the store, stops its workers (SIGTERM, then SIGKILL after a grace period), and
 //! either restarts the gang from the newest checkpoint (`--max-restarts`) or exits with the
-//! failing worker's code (ARCHITECTURE.md, "Exit codes").
+//! failing worker's code (ARCHITECTURE.md, "Exit codes"). A worker whose heartbeat stops
+//! (`--heartbeat-timeout`) or whose training makes no progress (`--hang-timeout`) is killed and
+//! counts as such a failure, with code 11 and reason `Hung`.
 
+pub mod heartbeat;
 mod supervise;
 pub mod termination;
 
@@ -52,6 +55,8 @@ pub struct LaunchOptions {
     pub command: Vec<String>,
     /// `RAYON_NUM_THREADS` for each worker; `None` leaves the inherited environment alone.
     pub worker_threads: Option<usize>,
+    /// When a worker counts as hung (no heartbeat, or no progress).
+    pub hang: heartbeat::Limits,
 }
 
 /// Why a launch could not run.

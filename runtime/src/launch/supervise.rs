@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::heartbeat::{self, Watch};
 use super::{Error, LaunchOptions};
 use crate::dist::store::StoreClient;
 use crate::exit;
@@ -34,6 +35,8 @@ struct Worker {
     termed: bool,
     log: std::path::PathBuf,
     pumps: Vec<JoinHandle<()>>,
+    heartbeat: std::path::PathBuf,
+    watch: Watch,
 }
 
 /// Exit code of a finished child: its code, or 128 + the signal that killed it.
@@ -85,6 +88,8 @@ fn spawn(opts: &LaunchOptions, local_rank: usize, restart: u32) -> Result<Worker
         })?;
     let status = opts.log_dir.join(format!("worker_{rank}.status.json"));
     let _ = std::fs::remove_file(&status);
+    let beats = opts.log_dir.join(format!("worker_{rank}.heartbeat"));
+    let _ = std::fs::remove_file(&beats);
     let mut cmd = Command::new(&opts.command[0]);
     cmd.args(&opts.command[1..])
         .env(env::RANK, rank.to_string())
@@ -103,6 +108,7 @@ fn spawn(opts: &LaunchOptions, local_rank: usize, restart: u32) -> Result<Worker
         )
         .env(env::STORE_HOSTED, "1")
         .env(env::STATUS_FILE, &status)
+        .env(env::HEARTBEAT_FILE, &beats)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -132,7 +138,25 @@ fn spawn(opts: &LaunchOptions, local_rank: usize, restart: u32) -> Result<Worker
         termed: false,
         log,
         pumps,
+        heartbeat: beats,
+        watch: Watch::new(Instant::now()),
     })
+}
+
+/// The first running worker that is hung, with why; it is killed at once (a stopped process
+/// takes no SIGTERM) and marked so that its exit is not taken for the failure's cause.
+fn kill_hung(workers: &mut [Worker], opts: &LaunchOptions) -> Option<(usize, String)> {
+    let now = Instant::now();
+    for w in workers.iter_mut().filter(|w| w.code.is_none()) {
+        let beat = heartbeat::read(&w.heartbeat);
+        if let Some(why) = w.watch.check(beat, now, &opts.hang) {
+            tracing::error!(rank = w.rank, "worker hung: {why}; stopping the gang");
+            w.termed = true;
+            let _ = w.child.kill();
+            return Some((w.rank, why));
+        }
+    }
+    None
 }
 
 /// The last `error:` line of a worker's log, for the failure message.
@@ -161,6 +185,8 @@ fn run_once(
     let mut stopping_since: Option<Instant> = None;
     let mut killed = false;
     let mut last_poll = Instant::now();
+    let mut last_beat_check = Instant::now();
+    let mut hung: Option<(usize, String)> = None;
     loop {
         for w in workers.iter_mut().filter(|w| w.code.is_none()) {
             let status = w.child.try_wait().map_err(|source| Error::Io {
@@ -191,7 +217,30 @@ fn run_once(
                 Err(e) => remote = Some(format!("lost the rendezvous store ({e})")),
             }
         }
+        if failures.is_empty()
+            && remote.is_none()
+            && last_beat_check.elapsed() >= heartbeat::INTERVAL
+        {
+            last_beat_check = Instant::now();
+            if let Some((rank, why)) = kill_hung(&mut workers, opts) {
+                failures.push((rank, exit::HUNG));
+                let _ = store.set(&failed_key, format!("{rank} {}", exit::HUNG).as_bytes());
+                hung = Some((rank, why));
+            }
+        }
         let must_stop = !failures.is_empty() || remote.is_some() || stop.load(Ordering::SeqCst);
+        // A hung gang cannot save a final state (that needs the hung rank): kill it now, here
+        // and on the nodes that learn of it through the store.
+        let remote_hung = remote
+            .as_deref()
+            .is_some_and(|r| r.ends_with(&format!(" {}", exit::HUNG)));
+        if (hung.is_some() || remote_hung) && !killed {
+            for w in workers.iter_mut().filter(|w| w.code.is_none()) {
+                w.termed = true;
+                let _ = w.child.kill();
+            }
+            killed = true;
+        }
         if must_stop {
             for w in workers.iter_mut().filter(|w| w.code.is_none() && !w.termed) {
                 signal(&w.child, libc::SIGTERM);
@@ -216,7 +265,11 @@ fn run_once(
             let _ = p.join();
         }
     }
-    Ok(outcome_of(opts, &workers, &failures, remote, restart))
+    let mut outcome = outcome_of(opts, &workers, &failures, remote, restart);
+    if let Some((rank, why)) = hung.filter(|(r, _)| outcome.rank == Some(*r)) {
+        outcome.message = format!("rank {rank} hung: {why}");
+    }
+    Ok(outcome)
 }
 
 /// The attempt's outcome: the cause, not its echoes. A non-retryable code first, then a worker
@@ -258,7 +311,10 @@ fn outcome_of(
                 (Some(rank), Some(code)) => Outcome {
                     code,
                     rank: Some(rank),
-                    message: format!("rank {rank} on another node exited with code {code}"),
+                    message: match code {
+                        exit::HUNG => format!("rank {rank} on another node hung"),
+                        _ => format!("rank {rank} on another node exited with code {code}"),
+                    },
                     restarts: restart,
                 },
                 _ => Outcome {

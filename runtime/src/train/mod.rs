@@ -123,6 +123,8 @@ pub struct Context {
     /// Memory this process may use (its share of the cgroup limit or of the available memory);
     /// a plan that needs more is refused before anything is allocated. `None`: not checked.
     pub memory_available: Option<u64>,
+    /// Where to report completed steps and saves (the binary's heartbeat reads it).
+    pub progress: Option<std::sync::Arc<crate::launch::heartbeat::Progress>>,
 }
 
 /// Trains `plan` to its last step; `resolved_config` (YAML) is stored in every checkpoint.
@@ -137,8 +139,14 @@ pub fn run(
     let mut trainer = Trainer::build(plan, resolved_config, context)?;
     while !trainer.finished() {
         let outcome = trainer.step(stop.load(Ordering::SeqCst))?;
+        if let Some(p) = &context.progress {
+            p.step_done(outcome.step);
+        }
         if outcome.checkpoint_due || outcome.stopping {
             let checkpoint = trainer.save()?;
+            if let Some(p) = &context.progress {
+                p.advanced();
+            }
             if outcome.stopping {
                 trainer.settle()?;
                 tracing::warn!(step = outcome.step, "stop signal: final state saved");

@@ -797,3 +797,69 @@ fn both_nodes_restart_together_and_resume_exactly() {
         "final weights differ"
     );
 }
+
+fn sigstop(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+/// A stopped worker (SIGSTOP: it neither exits nor fails a collective soon) is found by its
+/// missing heartbeat. With `--max-restarts 1` the gang restarts from the newest checkpoint
+/// and ends with the uninterrupted run's losses; without restarts the launcher exits 11 with
+/// reason `Hung` in the termination message, every worker gone within the heartbeat timeout
+/// plus 10 s.
+#[test]
+fn a_stopped_worker_is_hung_and_the_gang_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = byte_dataset(dir.path(), 20);
+    let extra = [
+        "--parallel_config.data_parallel=2",
+        "--runner_config.gradient_accumulation_steps=2",
+        "--callbacks.1.save_checkpoint_steps=50",
+    ];
+    let straight = uninterrupted(dir.path(), &data, &extra);
+    let out = dir.path().join("stopped");
+    let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
+    o.extend(["--max-restarts=1".into(), "--heartbeat-timeout=5".into()]);
+    let (mut launcher, rx) = spawn_watched(launch_cmd(&o, &train_args(&data, &out, 2000, &extra)));
+    let pids: Vec<(usize, u32)> = rx.iter().take(2).collect();
+    wait_for_steps(&out, 70);
+    let victim = pids.iter().find(|(r, _)| *r == 1).expect("rank 1").1;
+    sigstop(victim);
+    let code = wait_exit(&mut launcher, Duration::from_secs(120));
+    assert_eq!(code, 0, "the restarted gang should finish");
+    assert_eq!(rx.try_iter().count(), 2, "one restart of both workers");
+    assert!(!alive(victim), "the stopped worker is killed");
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(losses(&out)), bits(losses(&straight)));
+
+    let out = dir.path().join("hung");
+    let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
+    o.push("--heartbeat-timeout=5".into());
+    let term = dir.path().join("termination-log");
+    let mut cmd = launch_cmd(&o, &train_args(&data, &out, 2000, &extra));
+    cmd.env("PRETRAIN_TERMINATION_LOG", &term);
+    let (mut launcher, rx) = spawn_watched(cmd);
+    let pids: Vec<(usize, u32)> = rx.iter().take(2).collect();
+    wait_for_steps(&out, 5);
+    let victim = pids.iter().find(|(r, _)| *r == 1).expect("rank 1").1;
+    sigstop(victim);
+    let stopped_at = Instant::now();
+    let code = wait_exit(&mut launcher, Duration::from_secs(60));
+    let took = stopped_at.elapsed();
+    assert_eq!(code, pretrain::exit::HUNG);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    for (r, p) in pids {
+        assert!(!alive(p), "rank {r} (pid {p}) still running");
+    }
+    let msg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&term).expect("termination log"))
+            .expect("json");
+    assert_eq!(msg["reason"], "Hung");
+    let text = msg["message"].as_str().unwrap_or_default();
+    assert!(text.contains("rank 1 hung: no heartbeat"), "{text}");
+    eprintln!("hang detected and the gang stopped {took:?} after SIGSTOP");
+}

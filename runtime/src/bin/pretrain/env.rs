@@ -35,6 +35,8 @@ pub struct Worker {
     pub checkpoint_dir: Option<PathBuf>,
     /// `PRETRAIN_STATUS_FILE`: where to leave the exit status for the launcher.
     pub status_file: Option<PathBuf>,
+    /// `PRETRAIN_HEARTBEAT_FILE`: where to write the heartbeat for the launcher.
+    pub heartbeat_file: Option<PathBuf>,
     /// `PRETRAIN_COMM_TIMEOUT` (default 600 s): every collective wait.
     pub comm_timeout: Duration,
     /// `PRETRAIN_STOP_DEADLINE` (default 300 s): from a stop signal to a forced exit.
@@ -45,7 +47,7 @@ pub struct Worker {
     pub local_world_size: usize,
 }
 
-const READ: [&str; 17] = [
+const READ: [&str; 18] = [
     names::RANK,
     names::WORLD_SIZE,
     names::LOCAL_RANK,
@@ -59,14 +61,17 @@ const READ: [&str; 17] = [
     names::RESUME,
     names::CHECKPOINT_DIR,
     names::STATUS_FILE,
+    names::HEARTBEAT_FILE,
     names::CLUSTER_TIMEOUT,
     names::STORE_HOSTED,
     names::TERMINATION_LOG,
     names::LOG_DIR,
 ];
 
-const TUNING: [&str; 4] = [
+const TUNING: [&str; 6] = [
     names::COMM_TIMEOUT,
+    names::HEARTBEAT_TIMEOUT,
+    names::HANG_TIMEOUT,
     names::STOP_DEADLINE,
     names::PEAK_FLOPS,
     names::RAYON_NUM_THREADS,
@@ -179,6 +184,7 @@ impl Env {
                 .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
             checkpoint_dir: self.get(names::CHECKPOINT_DIR).map(PathBuf::from),
             status_file: self.get(names::STATUS_FILE).map(PathBuf::from),
+            heartbeat_file: self.get(names::HEARTBEAT_FILE).map(PathBuf::from),
             comm_timeout: self.comm_timeout()?,
             stop_deadline: self.seconds(names::STOP_DEADLINE, 300.0, true)?,
             local_world_size: self.parse(names::LOCAL_WORLD_SIZE, 1usize)?.max(1),

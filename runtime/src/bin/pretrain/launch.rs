@@ -1,6 +1,7 @@
 //! `pretrain launch` arguments (msrun's option names, with `--snake_case` aliases) and the
 //! worker command line they produce.
 
+use pretrain::launch::heartbeat::Limits;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -52,6 +53,15 @@ pub struct LaunchArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping workers
     #[arg(long, alias = "grace_period", default_value_t = 30.0)]
     grace_period: f64,
+    /// Seconds without a heartbeat after which a worker is hung (stopped, frozen) [default:
+    /// PRETRAIN_HEARTBEAT_TIMEOUT, else 30]
+    #[arg(long, alias = "heartbeat_timeout")]
+    heartbeat_timeout: Option<f64>,
+    /// Seconds without a completed step (or save) after which a worker is hung; 0: ten times
+    /// the longest step seen, between 5 minutes and an hour, once a step has been measured
+    /// [default: PRETRAIN_HANG_TIMEOUT, else 0]
+    #[arg(long, alias = "hang_timeout")]
+    hang_timeout: Option<f64>,
     /// Training config: shorthand for `-- train --config <file> [overrides]`
     #[arg(long)]
     config: Option<PathBuf>,
@@ -94,6 +104,28 @@ fn worker_command(a: &LaunchArgs) -> Result<Vec<String>, String> {
     Ok(cmd)
 }
 
+/// The hang limits from the flags, else the environment, else the defaults.
+fn hang_limits(a: &LaunchArgs, env: &Env) -> Result<Limits, crate::env::EnvError> {
+    let heartbeat = env.or(a.heartbeat_timeout, names::HEARTBEAT_TIMEOUT, 30.0)?;
+    let progress = env.or(a.hang_timeout, names::HANG_TIMEOUT, 0.0)?;
+    for (name, v) in [
+        (names::HEARTBEAT_TIMEOUT, heartbeat),
+        (names::HANG_TIMEOUT, progress),
+    ] {
+        if !v.is_finite() {
+            return Err(crate::env::EnvError {
+                name,
+                value: v.to_string(),
+                why: "not a number of seconds (the flag or the variable)",
+            });
+        }
+    }
+    Ok(Limits {
+        heartbeat: Duration::from_secs_f64(heartbeat.clamp(1.0, 1e9)),
+        progress: (progress > 0.0).then(|| Duration::from_secs_f64(progress.min(1e9))),
+    })
+}
+
 /// Runs the launcher; returns its exit code.
 pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
     let invalid = |m: String| (pretrain::exit::CONFIG_INVALID, m);
@@ -132,6 +164,7 @@ pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
         grace: Duration::from_secs_f64(a.grace_period.max(0.0)),
         command: worker_command(&a).map_err(invalid)?,
         worker_threads: (!env.has_thread_count()).then(|| (cores / local_worker_num.max(1)).max(1)),
+        hang: hang_limits(&a, env).map_err(bad_env)?,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use pretrain::config::plan::LaunchSettings;
+use pretrain::launch::heartbeat::{self, Progress};
 use pretrain::launch::termination::{write_status, WorkerStatus};
 use pretrain::train::memory::MemoryPlan;
 use pretrain::{checkpoint, exit, train};
@@ -44,6 +45,27 @@ pub fn run(a: TrainArgs, env: &Env) -> Result<(), (i32, String)> {
         report_status(path, &result, root.as_deref());
     }
     result
+}
+
+/// Writes a heartbeat with the trainer's progress to `path` every second, from a thread of its
+/// own (it stops only with the process: a stopped or frozen worker stops beating).
+fn start_heartbeat(path: &Path) -> Arc<Progress> {
+    let progress = Arc::new(Progress::default());
+    let (p, path) = (progress.clone(), path.to_path_buf());
+    let spawned = std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || {
+            for beat in 1.. {
+                if let Err(e) = heartbeat::write(&path, &p.heartbeat(beat)) {
+                    tracing::warn!("cannot write the heartbeat {}: {e}", path.display());
+                }
+                std::thread::sleep(heartbeat::INTERVAL);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no heartbeat thread: {e}");
+    }
+    progress
 }
 
 /// Leaves the worker's exit status and newest committed checkpoint for the launcher.
@@ -111,10 +133,12 @@ fn train_config(
     if rank0 {
         tracing::info!("resolved config:\n{resolved}");
     }
+    let progress = worker.heartbeat_file.as_deref().map(start_heartbeat);
     let context = train::Context {
         placement: worker.placement.clone(),
         peak_flops: worker.peak_flops,
         memory_available: available,
+        progress,
     };
     let summary =
         train::run(&plan, &resolved, &context, stop).map_err(|e| (e.exit_code(), e.to_string()))?;

@@ -42,6 +42,36 @@ const ST_MISSING: u8 = 1;
 const ST_REFUSED: u8 = 2;
 
 /// `now + timeout`, saturating far in the future instead of overflowing.
+/// A wait that says what it waits for every 30 s (a launcher started with the wrong
+/// `--node-rank` would otherwise wait its whole timeout in silence).
+struct Note {
+    start: Instant,
+    next: Instant,
+    of: Duration,
+}
+
+impl Note {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    fn new(of: Duration) -> Note {
+        let start = Instant::now();
+        Note {
+            start,
+            next: start + Note::EVERY,
+            of,
+        }
+    }
+
+    /// Calls `say(seconds waited, seconds allowed)` when a note is due.
+    fn due(&mut self, say: impl FnOnce(f64, f64)) {
+        let now = Instant::now();
+        if now >= self.next {
+            self.next = now + Note::EVERY;
+            say((now - self.start).as_secs_f64(), self.of.as_secs_f64());
+        }
+    }
+}
+
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
@@ -136,6 +166,7 @@ impl StoreClient {
             )));
         }
         let deadline = deadline_after(timeout);
+        let mut note = Note::new(timeout);
         let mut stream = loop {
             match dial(host, port, left(deadline)) {
                 Ok(s) => break s,
@@ -145,7 +176,15 @@ impl StoreClient {
                         secs: timeout.as_secs_f64(),
                     })
                 }
-                Err(e) => tracing::debug!("store at {target} not reachable yet: {e}"),
+                Err(e) => {
+                    tracing::debug!("store at {target} not reachable yet: {e}");
+                    note.due(|waited, of| {
+                        tracing::info!(
+                            "still waiting for the master's store at {target} ({waited:.0} s of \
+                             {of:.0} s): {e}"
+                        )
+                    });
+                }
             }
             std::thread::sleep(RETRY_EVERY.min(left(deadline)));
         };
@@ -296,7 +335,15 @@ impl StoreClient {
         let deadline = deadline_after(timeout);
         let mut count = self.add(key, 1)?;
         let mut pause = Duration::from_millis(1);
+        let mut note = Note::new(timeout);
         while count < n {
+            note.due(|waited, of| {
+                tracing::info!(
+                    "waiting at barrier '{key}' of the store at {}: {count} of {n} arrived \
+                     ({waited:.0} s of {of:.0} s)",
+                    self.target
+                )
+            });
             if left(deadline).is_zero() {
                 return Err(Error::Timeout {
                     what: format!(
