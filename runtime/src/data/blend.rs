@@ -284,6 +284,11 @@ impl BlendedDataset {
         self.datasets[d].get(s)
     }
 
+    /// The `d`-th dataset of the blend.
+    pub fn part(&self, d: usize) -> &GptDataset {
+        &self.datasets[d]
+    }
+
     /// `(dataset, sample within it)` for blended sample `i`.
     pub fn locate(&self, i: usize) -> Result<(usize, usize)> {
         if i >= self.len() {

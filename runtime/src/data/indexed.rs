@@ -64,8 +64,11 @@ impl Mapped {
         }
         // SAFETY: the map is read-only and private to this process. Like every reader of
         // Megatron data we assume the files are not truncated while mapped; all offsets are
-        // validated against the length seen here before any access.
+        // validated against the length seen here before any access. A file truncated anyway
+        // faults (SIGBUS) when the lost pages are read: `mapped` names it for the binary's
+        // handler.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        super::mapped::register(&map, path);
         Ok(Mapped::Map(map))
     }
 

@@ -26,6 +26,7 @@ pub mod dtype;
 pub mod gpt_dataset;
 pub mod indexed;
 pub mod inspect;
+pub mod mapped;
 pub mod mindrecord;
 pub mod npy;
 pub mod preprocess;

@@ -114,6 +114,11 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
             }
             found.sort();
             files.extend(found);
+        } else if path.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "--input {input}: not a regular file (a device, pipe or socket); give a JSONL \
+                 file, a directory of them, or a glob"
+            )));
         } else {
             return Err(Error::InvalidArgument(format!(
                 "--input {input}: no such file or directory"

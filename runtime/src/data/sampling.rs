@@ -71,6 +71,17 @@ impl MegatronDataset {
             MegatronDataset::Blended(d) => d.get(i),
         }
     }
+
+    /// The prefix of the dataset that sample `i` comes from, and the sample's index there.
+    pub fn source(&self, i: usize) -> Result<(&std::path::Path, usize)> {
+        match self {
+            MegatronDataset::Gpt(d) => Ok((d.prefix(), i)),
+            MegatronDataset::Blended(b) => {
+                let (d, s) = b.locate(i)?;
+                Ok((b.part(d).prefix(), s))
+            }
+        }
+    }
 }
 
 fn build_gpt(

@@ -2,7 +2,9 @@
 //! shuffled) order, as Megatron's pretraining sampler serves them, into buffers allocated once.
 
 use crate::data::sampling::MegatronDataset;
-use crate::data::Result;
+use std::path::PathBuf;
+
+use crate::data::{Error, Result};
 
 /// Buffers of one micro-batch (B·T each).
 pub struct MicroBatch {
@@ -32,13 +34,38 @@ impl MicroBatch {
 
     /// Fills the buffers with samples `first, first + 1, …` (modulo the dataset length, so a
     /// run longer than the dataset starts another pass). Megatron has already mapped padding to
-    /// id 0 with a zero loss mask.
-    pub fn fill(&mut self, dataset: &MegatronDataset, first: u64, t: usize) -> Result<()> {
+    /// id 0 with a zero loss mask. A token id not below `vocab` is an error naming the dataset's
+    /// file and the sample.
+    pub fn fill(
+        &mut self,
+        dataset: &MegatronDataset,
+        first: u64,
+        t: usize,
+        vocab: usize,
+    ) -> Result<()> {
         let b = self.ids.len() / t;
         let len = dataset.len() as u64;
         self.loss_tokens = 0;
         for k in 0..b {
-            let sample = dataset.get(((first + k as u64) % len) as usize)?;
+            let index = ((first + k as u64) % len) as usize;
+            let sample = dataset.get(index)?;
+            let too_big = sample
+                .tokens
+                .iter()
+                .chain(&sample.labels)
+                .find(|&&s| s >= vocab as i64);
+            if let Some(&id) = too_big {
+                let (prefix, at) = dataset.source(index)?;
+                return Err(Error::Corrupt {
+                    path: PathBuf::from(format!("{}.bin", prefix.display())),
+                    reason: format!(
+                        "token id {id} in training sample {at} is not below the model's \
+                         vocab_size {vocab}: the data was tokenized for another vocabulary; \
+                         tokenize it with the model's tokenizer, or fix \
+                         model.model_config.vocab_size"
+                    ),
+                });
+            }
             let range = k * t..(k + 1) * t;
             for (d, &s) in self.ids[range.clone()].iter_mut().zip(&sample.tokens) {
                 *d = s.max(0) as u32;

@@ -80,7 +80,7 @@ impl StepPlan {
             match op {
                 Op::Forward(m) => {
                     let a = &mut self.arenas[m % n];
-                    a.mb.fill(data, first_sample(m), self.t)?;
+                    a.mb.fill(data, first_sample(m), self.t, model.full_vocab)?;
                     let batch = batch_of(&a.mb, self.b, self.t);
                     if let Some(loss) = model.forward_stage(&mut a.acts, &batch, &mut *groups.tp)? {
                         loss_sum += loss;

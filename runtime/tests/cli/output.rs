@@ -112,3 +112,46 @@ fn a_fresh_run_over_committed_checkpoints_is_refused_unless_overwritten() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ck.join("iteration_00000004").is_dir());
 }
+
+/// Token ids the model's vocabulary does not have are found when the first batch holding one
+/// is built (before its step), naming the dataset file and the sample.
+#[test]
+fn token_ids_beyond_the_vocabulary_name_the_dataset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Ids up to 255; the model below has 128.
+    let prefix = synthetic_dataset(dir.path(), 20, 200);
+    let out = dir.path().join("out");
+    let o = small_run(&out, &prefix, &["--model.model_config.vocab_size=128"])
+        .output()
+        .expect("run");
+    let bin = format!("{}.bin", prefix.display());
+    assert_fails(&o, 3, &[&bin, "training sample", "vocab_size 128"]);
+    assert!(!out.join("checkpoint").join("iteration_00000001").exists());
+}
+
+/// A dataset file truncated while training has it mapped: the next read of the lost pages is
+/// a SIGBUS, which the binary turns into exit 3 and a line naming the file (not a silent "Bus
+/// error").
+#[test]
+fn a_dataset_truncated_during_training_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = synthetic_dataset(dir.path(), 50, 300);
+    let out = dir.path().join("out");
+    let child = small_run(&out, &prefix, &["--runner_config.train_iters=1000000"])
+        .spawn()
+        .expect("start");
+    let metrics = out.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(start.elapsed().as_secs() < 60, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let bin = format!("{}.bin", prefix.display());
+    std::fs::File::options()
+        .write(true)
+        .open(&bin)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
+    let o = child.wait_with_output().expect("wait");
+    assert_fails(&o, 3, &[&bin, "shrank while this process had it mapped"]);
+}

@@ -192,6 +192,8 @@ fn missing_input_and_empty_corpus() {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = run("/nonexistent/file.jsonl", &dir.path().join("x"), &[]);
     assert_fails(&o, 2, &["/nonexistent/file.jsonl", "no such file"]);
+    let o = run("/dev/zero", &dir.path().join("z"), &[]);
+    assert_fails(&o, 2, &["/dev/zero", "not a regular file"]);
     let empty = dir.path().join("empty.jsonl");
     write(&empty, "\n\n");
     let o = run(empty.to_str().expect("utf-8"), &dir.path().join("o/x"), &[]);

@@ -2,12 +2,14 @@
 //! environment (`env`, once), handles signals, and turns errors into exit codes (each error
 //! type knows its own; ARCHITECTURE.md, "Exit codes").
 //!
-//! Modules: `data` (preprocess, convert, inspect-data), `train`, `launch`, `env`.
+//! Modules: `data` (preprocess, convert, inspect-data), `train`, `launch`, `env`, `bus` (the
+//! SIGBUS of a dataset file truncated while mapped).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bus;
 mod data;
 mod env;
 mod launch;
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    bus::install();
     let env = env::Env::capture();
     let data_err = |e: pretrain::data::Error| (e.exit_code(), e.to_string());
     let result = match cli.command {
