@@ -265,47 +265,80 @@ async fn wait_steps(metrics: &Path, n: usize) {
     .await;
 }
 
+/// What [`interrupted`] saw.
+struct Interrupted {
+    /// The interrupted job at its end.
+    done: PretrainJob,
+    /// From the signal to the second gang's pods running.
+    regang: std::time::Duration,
+    /// (step, loss) of the uninterrupted run and of the interrupted one.
+    want: Vec<(u64, f64)>,
+    got: Vec<(u64, f64)>,
+    /// Steps logged twice (recomputed after the restart).
+    repeats: usize,
+}
+
+/// The CPU example for 30 steps without interruption, then again as `name` (with `env` in
+/// `spec.env`) with `kill -<signal>` sent to rank 1's worker after step 8, to its Succeeded end.
+async fn interrupted(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    env: &[(&str, &str)],
+    signal: &str,
+) -> Interrupted {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = ["runner_config.train_iters=30"];
+    let (node, pvc) = run_example(client, ns, dir.path(), "straight", &long).await;
+    wait_phase(client, ns, "straight", Phase::Succeeded, 300).await;
+    node.shutdown().await;
+    let want = losses(&pvc.join("qwen3-tiny/metrics.jsonl")).0;
+    assert_eq!(want.len(), 30);
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let (node, pvc) = run_example_with(client, ns, dir2.path(), name, &long, env).await;
+    let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
+    wait_steps(&metrics, 8).await;
+    let pods_dir = dir2.path().join("pods");
+    let pod = format!("{name}-1");
+    let pid = super::support::wait_for(30, &format!("the worker pid of pod {pod}"), || async {
+        worker_pid(&pods_dir, &pod, 1)
+    })
+    .await;
+    let signalled_at = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let regang = super::support::wait_for(120, "attempt 2 running", || async {
+        let p = super::pods(client, ns).await;
+        let running = p.iter().filter(|p| {
+            super::label(p, "pretrain.io/attempt") == "2"
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        (running.count() == 2).then_some(signalled_at.elapsed())
+    })
+    .await;
+    let done = wait_phase(client, ns, name, Phase::Succeeded, 300).await;
+    node.shutdown().await;
+    let (got, repeats) = losses(&metrics);
+    Interrupted {
+        done,
+        regang,
+        want,
+        got,
+        repeats,
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs etcd + kube-apiserver, root (mount namespaces) and the release binaries"]
 async fn a_killed_worker_restarts_the_gang_and_the_job_ends_as_if_uninterrupted() {
     let _serial = SERIAL.lock().await;
     let ns = "e2e-kill";
     let (client, _op) = setup(ns).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let long = ["runner_config.train_iters=30"];
-    // Uninterrupted reference, then the same job with one worker killed mid-run.
-    let (node, pvc) = run_example(&client, ns, dir.path(), "straight", &long).await;
-    wait_phase(&client, ns, "straight", Phase::Succeeded, 300).await;
-    node.shutdown().await;
-    let want = losses(&pvc.join("qwen3-tiny/metrics.jsonl")).0;
-    assert_eq!(want.len(), 30);
-    let dir2 = tempfile::tempdir().expect("tempdir");
-    let (node, pvc) = run_example(&client, ns, dir2.path(), "killed", &long).await;
-    let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
-    wait_steps(&metrics, 8).await;
-    let pods_dir = dir2.path().join("pods");
-    let pid = super::support::wait_for(30, "the worker pid of pod killed-1", || async {
-        worker_pid(&pods_dir, "killed-1", 1)
-    })
-    .await;
-    let killed_at = std::time::Instant::now();
-    let ok = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let regang = super::support::wait_for(120, "attempt 2 running", || async {
-        let p = super::pods(&client, ns).await;
-        let running = p.iter().filter(|p| {
-            super::label(p, "pretrain.io/attempt") == "2"
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        });
-        (running.count() == 2).then_some(killed_at.elapsed())
-    })
-    .await;
-    let done = wait_phase(&client, ns, "killed", Phase::Succeeded, 300).await;
-    node.shutdown().await;
-    let status = done.status.expect("status");
+    let run = interrupted(&client, ns, "killed", &[], "KILL").await;
+    let status = run.done.status.expect("status");
     assert_eq!(status.attempt, 2);
     let failure = status.last_failure.expect("last failure");
     // The operator records whichever pod it sees fail first: the killed worker's (137) or
@@ -318,11 +351,14 @@ async fn a_killed_worker_restarts_the_gang_and_the_job_ends_as_if_uninterrupted(
         status.infra_restarts, 0,
         "a killed worker is the job's failure"
     );
-    let (got, repeats) = losses(&metrics);
-    assert_eq!(got, want, "losses differ from the uninterrupted run");
+    assert_eq!(
+        run.got, run.want,
+        "losses differ from the uninterrupted run"
+    );
     println!(
-        "figure: failure -> new gang running in {:.2}s; steps lost (recomputed) per failure: {repeats}",
-        regang.as_secs_f64()
+        "figure: failure -> new gang running in {:.2}s; steps lost (recomputed) per failure: {}",
+        run.regang.as_secs_f64(),
+        run.repeats
     );
 }
 
@@ -437,48 +473,19 @@ async fn a_stopped_worker_is_hung_and_the_job_ends_as_if_uninterrupted() {
     let _serial = SERIAL.lock().await;
     let ns = "e2e-hang";
     let (client, _op) = setup(ns).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let long = ["runner_config.train_iters=30"];
-    let (node, pvc) = run_example(&client, ns, dir.path(), "straight", &long).await;
-    wait_phase(&client, ns, "straight", Phase::Succeeded, 300).await;
-    node.shutdown().await;
-    let want = losses(&pvc.join("qwen3-tiny/metrics.jsonl")).0;
-    let dir2 = tempfile::tempdir().expect("tempdir");
     let env = [("PRETRAIN_HEARTBEAT_TIMEOUT", "5")];
-    let (node, pvc) = run_example_with(&client, ns, dir2.path(), "stopped", &long, &env).await;
-    let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
-    wait_steps(&metrics, 8).await;
-    let pods_dir = dir2.path().join("pods");
-    let pid = super::support::wait_for(30, "the worker pid of pod stopped-1", || async {
-        worker_pid(&pods_dir, "stopped-1", 1)
-    })
-    .await;
-    let stopped_at = std::time::Instant::now();
-    let ok = std::process::Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-    let regang = super::support::wait_for(120, "attempt 2 running", || async {
-        let p = super::pods(&client, ns).await;
-        let running = p.iter().filter(|p| {
-            super::label(p, "pretrain.io/attempt") == "2"
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        });
-        (running.count() == 2).then_some(stopped_at.elapsed())
-    })
-    .await;
-    let done = wait_phase(&client, ns, "stopped", Phase::Succeeded, 300).await;
-    node.shutdown().await;
-    let status = done.status.expect("status");
+    let run = interrupted(&client, ns, "stopped", &env, "STOP").await;
+    let status = run.done.status.expect("status");
     assert_eq!(status.attempt, 2);
     let failure = status.last_failure.expect("last failure");
     assert_eq!(failure.reason, "Hung", "{failure:?}");
     assert_eq!(failure.exit_code, Some(11), "{failure:?}");
-    let (got, _) = losses(&metrics);
-    assert_eq!(got, want, "losses differ from the uninterrupted run");
+    assert_eq!(
+        run.got, run.want,
+        "losses differ from the uninterrupted run"
+    );
     println!(
         "figure: SIGSTOP -> hang detected, gang killed and the new gang running in {:.2}s",
-        regang.as_secs_f64()
+        run.regang.as_secs_f64()
     );
 }

@@ -128,6 +128,17 @@ fn parts(dir: &Path, config: &Qwen3Config) -> Result<(Vec<Part>, u64)> {
     Ok((out, step))
 }
 
+/// The parsed part files, in the order of `parts`.
+fn headers(parts: &[Part]) -> Result<Vec<safetensors::SafeTensors<'_>>> {
+    parts
+        .iter()
+        .map(|p| {
+            safetensors::SafeTensors::deserialize(&p.bytes)
+                .map_err(|e| invalid(&p.path, e.to_string()))
+        })
+        .collect()
+}
+
 /// The AdamW moments of the part `shard` holds (laid out as `local`), assembled from the parts
 /// in `dir/shards/` one whole tensor at a time, whatever layout saved them; `None` when the
 /// checkpoint has no parts. An incomplete set of parts is an error naming what is missing.
@@ -141,13 +152,7 @@ pub fn load_moments(
     if parts.is_empty() {
         return Ok(None);
     }
-    let files = parts
-        .iter()
-        .map(|p| {
-            safetensors::SafeTensors::deserialize(&p.bytes)
-                .map_err(|e| invalid(&p.path, e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let files = headers(&parts)?;
     let global = Layout::new(config);
     let shards = dir.join("shards");
     let whole = |prefix: &str, g: &ParamSpec| assemble(&parts, &files, prefix, g, &shards);
@@ -195,13 +200,7 @@ fn assemble(
 /// ever holds the whole model. Fails (before anything is committed) if a part is missing.
 pub fn write_unified(staging: &Path, config: &Qwen3Config, path: &Path) -> Result<()> {
     let (parts, _) = parts(staging, config)?;
-    let files = parts
-        .iter()
-        .map(|p| {
-            safetensors::SafeTensors::deserialize(&p.bytes)
-                .map_err(|e| invalid(&p.path, e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let files = headers(&parts)?;
     let global = Layout::new(config);
     let shards = staging.join("shards");
     let failed = std::cell::RefCell::new(None);

@@ -287,14 +287,7 @@ impl Qwen3 {
         let layout = shard.layout(config)?;
         let std = config.initializer_range as f32;
         let params = shard.init_part(&layout, &global, std, seed);
-        Ok(Qwen3 {
-            config: shard.local_config(config)?,
-            layout,
-            params,
-            full_vocab: config.vocab_size,
-            shard,
-            compute: Compute::F32,
-        })
+        Qwen3::with_part(config, shard, params)
     }
 
     /// The part `shard` of a model of `config` with the part's parameters `params` (laid out
@@ -321,18 +314,9 @@ impl Qwen3 {
 
     /// This rank's part of a whole model whose parameters are `full` (laid out for `config`).
     pub fn sharded(config: &Qwen3Config, shard: Shard, full: &[f32]) -> Result<Qwen3> {
-        config.validate()?;
         let global = Layout::new(config);
-        let layout = shard.layout(config)?;
-        let params = shard.extract(&layout, &global, full);
-        Ok(Qwen3 {
-            config: shard.local_config(config)?,
-            layout,
-            params,
-            full_vocab: config.vocab_size,
-            shard,
-            compute: Compute::F32,
-        })
+        let params = shard.extract(&shard.layout(config)?, &global, full);
+        Qwen3::with_part(config, shard, params)
     }
 
     /// First vocabulary id of this rank's rows of the embedding and output projection.

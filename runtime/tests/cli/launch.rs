@@ -446,12 +446,17 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
-fn kill9(pid: u32) {
+/// `kill -<signal> <pid>`.
+fn send(signal: &str, pid: u32) {
     let ok = Command::new("kill")
-        .args(["-9", &pid.to_string()])
+        .args([format!("-{signal}"), pid.to_string()])
         .status()
         .expect("kill");
     assert!(ok.success());
+}
+
+fn kill9(pid: u32) {
+    send("KILL", pid);
 }
 
 /// Waits until `out/metrics.jsonl` has at least `steps` lines.
@@ -530,6 +535,33 @@ fn uninterrupted(dir: &Path, data: &Path, extra: &[&str]) -> PathBuf {
     straight
 }
 
+/// The run `name` of the restart tests (directory, data, `train` overrides, and the
+/// uninterrupted run's directory) with `--max-restarts=1` and `launcher_extra`: rank 1 gets
+/// `signal` at step ~70, and the restarted gang must finish with the uninterrupted losses,
+/// bitwise. Returns the run's directory and the signalled worker's pid.
+fn restart_after(
+    (dir, data, extra, straight): (&Path, &Path, &[&str], &Path),
+    name: &str,
+    launcher_extra: &[&str],
+    signal: &str,
+) -> (PathBuf, u32) {
+    let out = dir.join(name);
+    let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
+    o.push("--max-restarts=1".into());
+    o.extend(launcher_extra.iter().map(|s| s.to_string()));
+    let (mut launcher, rx) = spawn_watched(launch_cmd(&o, &train_args(data, &out, 2000, extra)));
+    let pids: Vec<(usize, u32)> = rx.iter().take(2).collect();
+    wait_for_steps(&out, 70);
+    let victim = pids.iter().find(|(r, _)| *r == 1).expect("rank 1").1;
+    send(signal, victim);
+    let code = wait_exit(&mut launcher, Duration::from_secs(120));
+    assert_eq!(code, 0, "the restarted gang should finish");
+    assert_eq!(rx.try_iter().count(), 2, "one restart of both workers");
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(losses(&out)), bits(losses(straight)));
+    (out, victim)
+}
+
 #[test]
 fn max_restarts_resumes_bit_identically_after_a_kill() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -542,18 +574,8 @@ fn max_restarts_resumes_bit_identically_after_a_kill() {
         "--parallel.enable_parallel_optimizer=True",
     ];
     let straight = uninterrupted(dir.path(), &data, &extra);
-    let out = dir.path().join("killed");
-    let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
-    o.push("--max-restarts=1".into());
-    let (mut launcher, rx) = spawn_watched(launch_cmd(&o, &train_args(&data, &out, 2000, &extra)));
-    let pids: Vec<(usize, u32)> = rx.iter().take(2).collect();
-    wait_for_steps(&out, 70);
-    kill9(pids.iter().find(|(r, _)| *r == 1).expect("rank 1").1);
-    let code = wait_exit(&mut launcher, Duration::from_secs(120));
-    assert_eq!(code, 0, "the restarted gang should finish");
-    assert_eq!(rx.try_iter().count(), 2, "one restart of both workers");
-    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(losses(&out)), bits(losses(&straight)));
+    let run = (dir.path(), data.as_path(), &extra[..], straight.as_path());
+    let (out, _) = restart_after(run, "killed", &[], "KILL");
     for file in ["model.safetensors", "shards/tp00-pp00.safetensors"] {
         let a = std::fs::read(straight.join("checkpoint/iteration_00000500").join(file));
         let b = std::fs::read(out.join("checkpoint/iteration_00000500").join(file));
@@ -798,14 +820,6 @@ fn both_nodes_restart_together_and_resume_exactly() {
     );
 }
 
-fn sigstop(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
-
 /// A stopped worker (SIGSTOP: it neither exits nor fails a collective soon) is found by its
 /// missing heartbeat. With `--max-restarts 1` the gang restarts from the newest checkpoint
 /// and ends with the uninterrupted run's losses; without restarts the launcher exits 11 with
@@ -821,20 +835,9 @@ fn a_stopped_worker_is_hung_and_the_gang_restarts() {
         "--callbacks.1.save_checkpoint_steps=50",
     ];
     let straight = uninterrupted(dir.path(), &data, &extra);
-    let out = dir.path().join("stopped");
-    let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
-    o.extend(["--max-restarts=1".into(), "--heartbeat-timeout=5".into()]);
-    let (mut launcher, rx) = spawn_watched(launch_cmd(&o, &train_args(&data, &out, 2000, &extra)));
-    let pids: Vec<(usize, u32)> = rx.iter().take(2).collect();
-    wait_for_steps(&out, 70);
-    let victim = pids.iter().find(|(r, _)| *r == 1).expect("rank 1").1;
-    sigstop(victim);
-    let code = wait_exit(&mut launcher, Duration::from_secs(120));
-    assert_eq!(code, 0, "the restarted gang should finish");
-    assert_eq!(rx.try_iter().count(), 2, "one restart of both workers");
+    let run = (dir.path(), data.as_path(), &extra[..], straight.as_path());
+    let (_, victim) = restart_after(run, "stopped", &["--heartbeat-timeout=5"], "STOP");
     assert!(!alive(victim), "the stopped worker is killed");
-    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(losses(&out)), bits(losses(&straight)));
 
     let out = dir.path().join("hung");
     let mut o = opts(2, 2, 0, free_port(), &out.join("log"));
@@ -846,7 +849,7 @@ fn a_stopped_worker_is_hung_and_the_gang_restarts() {
     let pids: Vec<(usize, u32)> = rx.iter().take(2).collect();
     wait_for_steps(&out, 5);
     let victim = pids.iter().find(|(r, _)| *r == 1).expect("rank 1").1;
-    sigstop(victim);
+    send("STOP", victim);
     let stopped_at = Instant::now();
     let code = wait_exit(&mut launcher, Duration::from_secs(60));
     let took = stopped_at.elapsed();
