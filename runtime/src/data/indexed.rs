@@ -80,6 +80,14 @@ impl Mapped {
     }
 }
 
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if let Mapped::Map(m) = self {
+            super::mapped::unregister(m.as_ptr() as usize);
+        }
+    }
+}
+
 /// A run of tokens borrowed from the mapped `.bin` file.
 #[derive(Clone, Copy)]
 pub struct Tokens<'a> {

@@ -3,15 +3,17 @@
 //! can turn into an error. The binary's SIGBUS handler asks [`fault_message`] for a message
 //! naming the file of the faulting address, writes it and exits 3.
 //!
-//! Everything here is atomics and leaked, never freed strings, so [`fault_message`] is
-//! async-signal-safe. Maps are registered for the life of the process (datasets live as long).
+//! Everything here is atomics and leaked, never freed strings (one per map opened), so
+//! [`fault_message`] is async-signal-safe. A map is registered while it lives.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-const SLOTS: usize = 256;
+/// Live maps with a named file.
+pub const SLOTS: usize = 4096;
 
 struct Slot {
+    claimed: AtomicBool,
     start: AtomicUsize,
     len: AtomicUsize,
     msg: AtomicPtr<u8>,
@@ -20,19 +22,24 @@ struct Slot {
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Slot = Slot {
+    claimed: AtomicBool::new(false),
     start: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     msg: AtomicPtr::new(std::ptr::null_mut()),
     msg_len: AtomicUsize::new(0),
 };
 
-static SLOTS_IN_USE: AtomicUsize = AtomicUsize::new(0);
 static TABLE: [Slot; SLOTS] = [EMPTY; SLOTS];
 
-/// Records that `bytes` (a map) show the file at `path`.
+/// Records that `bytes` (a map) show the file at `path`, until [`unregister`]. Beyond
+/// [`SLOTS`] live maps, the extra ones get the generic message.
 pub fn register(bytes: &[u8], path: &Path) {
-    let i = SLOTS_IN_USE.fetch_add(1, Ordering::SeqCst);
-    let Some(slot) = TABLE.get(i) else {
+    let free = TABLE.iter().find(|s| {
+        s.claimed
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    });
+    let Some(slot) = free else {
         return;
     };
     let text = format!(
@@ -48,11 +55,21 @@ pub fn register(bytes: &[u8], path: &Path) {
     slot.start.store(bytes.as_ptr() as usize, Ordering::SeqCst);
 }
 
+/// Forgets the map starting at `start` (it is being unmapped).
+pub fn unregister(start: usize) {
+    if let Some(slot) = TABLE
+        .iter()
+        .find(|s| s.claimed.load(Ordering::SeqCst) && s.start.load(Ordering::SeqCst) == start)
+    {
+        slot.start.store(0, Ordering::SeqCst);
+        slot.claimed.store(false, Ordering::SeqCst);
+    }
+}
+
 /// The message for a fault at `addr`: the file mapped there, else a generic one.
 /// Async-signal-safe.
 pub fn fault_message(addr: usize) -> &'static [u8] {
-    let used = SLOTS_IN_USE.load(Ordering::SeqCst).min(SLOTS);
-    for slot in &TABLE[..used] {
+    for slot in &TABLE {
         let start = slot.start.load(Ordering::SeqCst);
         let len = slot.len.load(Ordering::SeqCst);
         let msg = slot.msg.load(Ordering::SeqCst);

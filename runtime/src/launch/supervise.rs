@@ -168,6 +168,29 @@ fn last_error(log: &std::path::Path) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
+/// SIGKILL to every running worker (marked, so its exit is not taken for a failure's cause).
+fn kill_all(workers: &mut [Worker]) {
+    for w in workers.iter_mut().filter(|w| w.code.is_none()) {
+        w.termed = true;
+        let _ = w.child.kill();
+    }
+}
+
+/// Stopping since `since`: SIGTERM to the workers not told yet, SIGKILL to all once `grace`
+/// has passed (unless `killed` already). Returns whether it killed them.
+fn stop_workers(workers: &mut [Worker], since: Instant, killed: bool, grace: Duration) -> bool {
+    for w in workers.iter_mut().filter(|w| w.code.is_none() && !w.termed) {
+        signal(&w.child, libc::SIGTERM);
+        w.termed = true;
+    }
+    if killed || since.elapsed() <= grace {
+        return false;
+    }
+    tracing::warn!("workers still running {grace:?} after SIGTERM: SIGKILL");
+    kill_all(workers);
+    true
+}
+
 /// Runs one attempt of the local workers to completion.
 fn run_once(
     opts: &LaunchOptions,
@@ -235,28 +258,12 @@ fn run_once(
             .as_deref()
             .is_some_and(|r| r.ends_with(&format!(" {}", exit::HUNG)));
         if (hung.is_some() || remote_hung) && !killed {
-            for w in workers.iter_mut().filter(|w| w.code.is_none()) {
-                w.termed = true;
-                let _ = w.child.kill();
-            }
+            kill_all(&mut workers);
             killed = true;
         }
         if must_stop {
-            for w in workers.iter_mut().filter(|w| w.code.is_none() && !w.termed) {
-                signal(&w.child, libc::SIGTERM);
-                w.termed = true;
-            }
             let since = *stopping_since.get_or_insert_with(Instant::now);
-            if !killed && since.elapsed() > opts.grace {
-                tracing::warn!(
-                    "workers still running {:?} after SIGTERM: SIGKILL",
-                    opts.grace
-                );
-                for w in workers.iter_mut().filter(|w| w.code.is_none()) {
-                    let _ = w.child.kill();
-                }
-                killed = true;
-            }
+            killed |= stop_workers(&mut workers, since, killed, opts.grace);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

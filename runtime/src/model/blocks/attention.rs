@@ -110,47 +110,16 @@ pub(crate) fn attention_block_backward(
         a.k_rstd,
         d,
     );
-    let (wq, wk, wv) = (
-        w[P::QProj as usize],
-        w[P::KProj as usize],
-        w[P::VProj as usize],
-    );
-    linear_backward(
-        dm.compute,
-        &mut g.dln,
-        gw[P::QProj as usize],
-        &g.dq_raw,
-        a.ln1,
-        wq,
-        n,
-        h,
-        qd,
-        false,
-    );
-    linear_backward(
-        dm.compute,
-        &mut g.dln,
-        gw[P::KProj as usize],
-        &g.dk_raw,
-        a.ln1,
-        wk,
-        n,
-        h,
-        kvd,
-        true,
-    );
-    linear_backward(
-        dm.compute,
-        &mut g.dln,
-        gw[P::VProj as usize],
-        &g.dv,
-        a.ln1,
-        wv,
-        n,
-        h,
-        kvd,
-        true,
-    );
+    // q, k and v share their input: their input gradients add up in dln.
+    let qkv = [
+        (P::QProj as usize, &g.dq_raw, qd, false),
+        (P::KProj as usize, &g.dk_raw, kvd, true),
+        (P::VProj as usize, &g.dv, kvd, true),
+    ];
+    for (p, dout, oc, add) in qkv {
+        let (wp, gwp) = (w[p], &mut *gw[p]);
+        linear_backward(dm.compute, &mut g.dln, gwp, dout, a.ln1, wp, n, h, oc, add);
+    }
     tp.column_parallel_input_grad(&mut g.dln)?;
     let ln = w[P::InputLayernorm as usize];
     let gln = &mut *gw[P::InputLayernorm as usize];
