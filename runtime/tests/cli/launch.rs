@@ -133,10 +133,18 @@ fn run_ok(mut c: Command) -> Output {
     o
 }
 
-/// The layouts of [`every_layout_gives_the_single_process_losses`]: (name, workers, overrides),
-/// global batch 4 in each. Every "1-1-1…" entry is the one-process reference of those after it.
-fn layouts() -> [(&'static str, usize, &'static [&'static str]); 19] {
-    [
+/// A layout of [`every_layout_gives_the_single_process_losses`]: (name, workers, overrides),
+/// global batch 4. Every "1-1-1…" entry is the one-process reference of those after it.
+type Layout = (&'static str, usize, &'static [&'static str]);
+
+/// Every layout, in order.
+fn layouts() -> Vec<Layout> {
+    [basic_layouts(), memory_layouts(), model_layouts()].concat()
+}
+
+/// Layouts of [`every_layout_gives_the_single_process_losses`]: each parallelism alone and in pairs.
+fn basic_layouts() -> Vec<Layout> {
+    vec![
         (
             "1-1-1",
             1,
@@ -193,6 +201,12 @@ fn layouts() -> [(&'static str, usize, &'static [&'static str]); 19] {
                 "--parallel_config.micro_batch_num=2",
             ],
         ),
+    ]
+}
+
+/// Layouts of [`every_layout_gives_the_single_process_losses`]: background saves, recompute and ZeRO-1 under parallelism.
+fn memory_layouts() -> Vec<Layout> {
+    vec![
         // Checkpoints written in the background: the same parts and unified export.
         (
             "1-2-2-async-save",
@@ -245,6 +259,12 @@ fn layouts() -> [(&'static str, usize, &'static [&'static str]); 19] {
                 "--parallel.enable_parallel_optimizer=True",
             ],
         ),
+    ]
+}
+
+/// Layouts of [`every_layout_gives_the_single_process_losses`]: tied embeddings, bf16 compute and uneven stages under parallelism.
+fn model_layouts() -> Vec<Layout> {
+    vec![
         // Tied embeddings: the first and last stage each hold a copy.
         (
             "1-1-1-tied",

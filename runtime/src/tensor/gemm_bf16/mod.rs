@@ -42,23 +42,12 @@ pub fn matmul_bf16(
     accumulate: bool,
     par: Par,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if !super::gemm::check_shapes(dst, dst_rs, a, b, accumulate) {
-        return;
+    if super::gemm::check_shapes(dst, dst_rs, a, b, accumulate) {
+        matmul_with(kernel::select(), dst, dst_rs, a, b, accumulate, par);
     }
-    matmul_with(
-        kernel::select(),
-        dst,
-        dst_rs,
-        a,
-        b,
-        accumulate,
-        par,
-        (m, k, n),
-    );
 }
 
-#[allow(clippy::too_many_arguments)]
+/// [`matmul_bf16`] with the micro-kernel `kern`, on shapes already checked.
 fn matmul_with(
     kern: Kernel,
     dst: &mut [f32],
@@ -67,8 +56,8 @@ fn matmul_with(
     b: Mat<'_>,
     accumulate: bool,
     par: Par,
-    (m, k, n): (usize, usize, usize),
 ) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let threads = par == Par::Threads && rayon::current_num_threads() > 1;
     let widest = NC.min(n.div_ceil(NR) * NR);
     let mut bpack = vec![0u32; KC / 2 * widest];

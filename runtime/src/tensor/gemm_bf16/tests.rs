@@ -89,27 +89,9 @@ fn portable_kernel_has_the_bits_of_vdpbf16ps() {
     b[n] = 2e-20;
     let (am, bm) = (Mat::rm(&a, m, k), Mat::rm(&b, k, n));
     let (mut native, mut portable) = (vec![0.5f32; m * n], vec![0.5f32; m * n]);
-    matmul_with(
-        kernel::select(),
-        &mut native,
-        n,
-        am,
-        bm,
-        true,
-        Par::Threads,
-        (m, k, n),
-    );
+    matmul_with(kernel::select(), &mut native, n, am, bm, true, Par::Threads);
     let port = kernel::portable_kernel();
-    matmul_with(
-        port,
-        &mut portable,
-        n,
-        am,
-        bm,
-        true,
-        Par::Threads,
-        (m, k, n),
-    );
+    matmul_with(port, &mut portable, n, am, bm, true, Par::Threads);
     let diff = native
         .iter()
         .zip(&portable)
