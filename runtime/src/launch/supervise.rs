@@ -143,20 +143,18 @@ fn spawn(opts: &LaunchOptions, local_rank: usize, restart: u32) -> Result<Worker
     })
 }
 
-/// The first running worker that is hung, with why; it is killed at once (a stopped process
-/// takes no SIGTERM) and marked so that its exit is not taken for the failure's cause.
-fn kill_hung(workers: &mut [Worker], opts: &LaunchOptions) -> Option<(usize, String)> {
+/// The first running worker that is hung, with why.
+fn find_hung(workers: &mut [Worker], opts: &LaunchOptions) -> Option<(usize, String)> {
     let now = Instant::now();
-    for w in workers.iter_mut().filter(|w| w.code.is_none()) {
-        let beat = heartbeat::read(&w.heartbeat);
-        if let Some(why) = w.watch.check(beat, now, &opts.hang) {
+    workers
+        .iter_mut()
+        .filter(|w| w.code.is_none())
+        .find_map(|w| {
+            let beat = heartbeat::read(&w.heartbeat);
+            let why = w.watch.check(beat, now, &opts.hang)?;
             tracing::error!(rank = w.rank, "worker hung: {why}; stopping the gang");
-            w.termed = true;
-            let _ = w.child.kill();
-            return Some((w.rank, why));
-        }
-    }
-    None
+            Some((w.rank, why))
+        })
 }
 
 /// The last `error:` line of a worker's log, for the failure message.
@@ -199,6 +197,7 @@ fn run_once(
     restart: u32,
 ) -> Result<Outcome, Error> {
     let failed_key = format!("launch/{restart}/failed");
+    let hung_key = format!("launch/{restart}/hung");
     let mut workers = (0..opts.local_worker_num)
         .map(|l| spawn(opts, l, restart))
         .collect::<Result<Vec<_>, _>>()?;
@@ -245,9 +244,14 @@ fn run_once(
             && last_beat_check.elapsed() >= heartbeat::INTERVAL
         {
             last_beat_check = Instant::now();
-            if let Some((rank, why)) = kill_hung(&mut workers, opts) {
-                failures.push((rank, exit::HUNG));
+            if let Some((rank, why)) = find_hung(&mut workers, opts) {
+                // Told before the kill: the peers' workers fail when it dies, and their
+                // launchers must find the hang, not only their own lost-peer exits.
+                let _ = store.set(&hung_key, format!("{rank} {why}").as_bytes());
                 let _ = store.set(&failed_key, format!("{rank} {}", exit::HUNG).as_bytes());
+                failures.push((rank, exit::HUNG));
+                kill_all(&mut workers);
+                killed = true;
                 hung = Some((rank, why));
             }
         }
@@ -273,7 +277,16 @@ fn run_once(
         }
     }
     let mut outcome = outcome_of(opts, &workers, &failures, remote, restart);
-    if let Some((rank, why)) = hung.filter(|(r, _)| outcome.rank == Some(*r)) {
+    // A hang anywhere is the cause of the lost-peer failures it leaves behind.
+    let hung = hung.or_else(|| {
+        let v = store.try_get(&hung_key).ok().flatten()?;
+        let v = String::from_utf8_lossy(&v).into_owned();
+        let (rank, why) = v.split_once(' ')?;
+        Some((rank.parse().ok()?, why.to_string()))
+    });
+    if let Some((rank, why)) = hung.filter(|_| exit::is_retryable(outcome.code)) {
+        outcome.code = exit::HUNG;
+        outcome.rank = Some(rank);
         outcome.message = format!("rank {rank} hung: {why}");
     }
     Ok(outcome)
