@@ -34,6 +34,9 @@ Outputs (see tests/assets/megatron/README.md for the schema):
     builder/<name>.{bin,idx,json}   IndexedDatasetBuilder byte-identity fixtures
     preprocess/shakespeare_qwen3.json   real-corpus preprocessing oracle (no .bin committed)
     cases/<name>.json               GPTDataset / BlendedDataset index + item oracles
+                                    (unweighted*: several bare prefixes, no weights)
+    cases/<name>_hang.json, cases/unweighted_empty_split_error.json
+                                    configurations megatron-core never finishes / refuses
     numpy_random_state.json         np.random.RandomState(seed).shuffle oracle
 """
 import argparse
@@ -455,7 +458,8 @@ def gpt_record(g, name_of_path):
 
 
 def run_case(out_dir, name, description, pool, data_path, sizes, cfg_kwargs, eod, pad=-1,
-             item_seed=0, extra_items=3, notes=None, expect=None):
+             item_seed=0, extra_items=3, notes=None, expect=None,
+             expect_field="checked_against_megatron_data_md"):
     for n in pool.specs:  # no cache hits between cases: every case builds its indices afresh
         shutil.rmtree(pool.path(n), ignore_errors=True)
     blend = get_blend_from_list([pool.path(p) if not _is_float(p) else p for p in data_path])
@@ -478,7 +482,9 @@ def run_case(out_dir, name, description, pool, data_path, sizes, cfg_kwargs, eod
             rec["len"] = int(len(top))
             rec["blended"] = {
                 "size": None if top.size is None else int(top.size),
-                "weights": [float(w) for w in top.weights],
+                # floats (normalised) when the blend has a size; the raw integer dataset
+                # lengths for an unweighted blend built with size None (exhaustive indices)
+                "weights": [w if isinstance(w, int) else float(w) for w in top.weights],
                 "dataset_index": enc_array(top.dataset_index),
                 "dataset_sample_index": enc_array(top.dataset_sample_index),
             }
@@ -527,7 +533,7 @@ def run_case(out_dir, name, description, pool, data_path, sizes, cfg_kwargs, eod
         for key, fn in expect.items():
             ok = fn(case)
             assert ok, f"{name}: expectation {key} failed"
-        case["checked_against_megatron_data_md"] = list(expect)
+        case[expect_field] = list(expect)
     path = compact_json_dump(os.path.join(out_dir, name + ".json"), case)
     return path, case
 
@@ -704,6 +710,9 @@ def gen_cases(out_dir, builder_dir, scratch):
         eod=1)
     results["multiseq_sequences_not_documents"] = c
 
+    # --- several bare prefixes (no weights): a BlendedDataset over one-epoch GPTDatasets
+    gen_unweighted_cases(out_dir, pool, results)
+
     # --- real Shakespeare / Qwen3
     have_sp = os.path.exists(os.path.join(scratch, "shakespeare_qwen3_text_document.bin"))
     if have_sp:
@@ -763,6 +772,266 @@ def gen_cases(out_dir, builder_dir, scratch):
         })
     shutil.rmtree(tmp)
     return results
+
+
+# ----------------------------------------------------------------------------------------------
+# (c') several prefixes without weights (`--data-path A B C`)
+#
+# megatron-core 0.16.1, BlendedMegatronDatasetBuilder._build_blended_dataset_splits with
+# blend = (prefixes, None), len(prefixes) > 1: every GPTDataset is built with num_samples None
+# (one epoch of its split range), then per split a BlendedDataset with weights = the GPTDataset
+# lengths and size = min(sizes[i], sum(lengths)) (None when sizes[i] is None: exhaustive
+# indices). The facts below are checked on every such case.
+
+UNWEIGHTED_FACTS_FIELD = "asserted_from_megatron_source"
+
+
+def _splits_built(c):
+    return [(i, c["splits"][n]) for i, n in enumerate(("train", "valid", "test"))
+            if c["splits"][n] is not None]
+
+
+def _lens(rec):
+    return [g["len"] for g in rec["gpt_datasets"]]
+
+
+def _fact_blended_for_every_share(c):
+    """A split with a share is a BlendedDataset over one GPTDataset per prefix; no share: None."""
+    for i, n in enumerate(("train", "valid", "test")):
+        rec = c["splits"][n]
+        if (rec is None) != (c["config"]["split_matrix"][i] is None):
+            return False
+        if rec is not None and (rec["top_level"] != "BlendedDataset"
+                                or [g["dataset"] for g in rec["gpt_datasets"]]
+                                != c["config"]["blend"]["prefixes"]):
+            return False
+    return True
+
+
+def _fact_one_epoch(c):
+    """num_samples None -> _get_num_epochs returns 1, no separate final epoch."""
+    return all(g["num_samples"] is None and g["num_epochs"] == 1
+               and g["separate_final_epoch"] is False
+               for _, rec in _splits_built(c) for g in rec["gpt_datasets"])
+
+
+def _fact_size(c):
+    """size = min(requested, sum(lengths)), None when requested is None; len = size or sum."""
+    for _, rec in _splits_built(c):
+        total = sum(_lens(rec))
+        want = None if rec["size_requested"] is None else min(rec["size_requested"], total)
+        if rec["blended"]["size"] != want or rec["len"] != (total if want is None else want):
+            return False
+    return True
+
+
+def _fact_weights(c):
+    """size given: normalize(lengths) (float64 lengths / numpy sum); size None: raw lengths."""
+    for _, rec in _splits_built(c):
+        lens = _lens(rec)
+        w = rec["blended"]["weights"]
+        if rec["blended"]["size"] is None:
+            ok = w == lens and all(isinstance(x, int) for x in w)
+        else:
+            a = np.array(lens, dtype=np.float64)
+            ok = w == (a / np.sum(a)).tolist()
+        if not ok:
+            return False
+    return True
+
+
+def _fact_indices(c):
+    """dataset_sample_index counts draws per dataset from 0; never beyond a dataset's length
+    (exactly all of it when size = sum(lengths)); the exhaustive builder (size None) gives the
+    same indices as build_blending_indices(normalize(lengths), sum(lengths))."""
+    from megatron.core.datasets import helpers
+    from megatron.core.datasets.utils import normalize
+
+    for _, rec in _splits_built(c):
+        lens = _lens(rec)
+        di = rec["blended"]["dataset_index"]["data"]  # KeyError if too long to be inline
+        dsi = rec["blended"]["dataset_sample_index"]["data"]
+        seen = [0] * len(lens)
+        for d, s in zip(di, dsi):
+            if s != seen[d]:
+                return False
+            seen[d] += 1
+        if any(n > l for n, l in zip(seen, lens)):
+            return False
+        if len(di) == sum(lens) and seen != lens:
+            return False
+        if rec["blended"]["size"] is None and sum(lens) > 0:
+            a = np.zeros(sum(lens), dtype=np.int16)
+            b = np.zeros(sum(lens), dtype=np.int64)
+            helpers.build_blending_indices(a, b, normalize(lens), len(lens), sum(lens), False)
+            if a.tolist() != di or b.tolist() != dsi:
+                return False
+    return True
+
+
+UNWEIGHTED_FACTS = {
+    "blended_dataset_for_every_split_with_a_share": _fact_blended_for_every_share,
+    "gpt_num_samples_none_one_epoch_not_separated": _fact_one_epoch,
+    "size_min_of_requested_and_sum_of_lengths": _fact_size,
+    "weights_normalised_lengths_or_raw_lengths_when_size_none": _fact_weights,
+    "indices_within_lengths_exhaustive_equals_blending": _fact_indices,
+}
+
+
+def run_unweighted_case(out_dir, name, description, pool, data_path, sizes, cfg_kwargs,
+                        notes=None, extra=None):
+    assert not any(_is_float(p) for p in data_path) and len(data_path) > 1
+    expect = dict(UNWEIGHTED_FACTS)
+    expect.update(extra or {})
+    _, c = run_case(out_dir, name, description, pool, data_path, sizes, cfg_kwargs, eod=1,
+                    notes=notes, expect=expect, expect_field=UNWEIGHTED_FACTS_FIELD)
+    assert c["config"]["blend"]["weights"] is None
+    return c
+
+
+def gen_unweighted_cases(out_dir, pool, results):
+    base = dict(random_seed=1234, sequence_length=32, reset_position_ids=False,
+                reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False)
+    tr = lambda c: c["splits"]["train"]  # noqa: E731
+
+    results["unweighted3_1_0_0"] = run_unweighted_case(
+        out_dir, "unweighted3_1_0_0",
+        "three bare prefixes [mixA, mixB, mixC] (no weights), split 1,0,0, sizes [600,0,0], "
+        "S=32: one-epoch GPTDatasets, BlendedDataset of 600 < sum of their lengths with "
+        "weights = normalised lengths", pool,
+        ["mixA", "mixB", "mixC"], [600, 0, 0],
+        dict(base, split="1,0,0", reset_position_ids=True, eod_mask_loss=True),
+        extra={"size_600_below_total": lambda c: (
+            tr(c)["len"] == 600 and sum(_lens(tr(c))) > 600)})
+
+    # a second long dataset so that 969,30,1 leaves every prefix a test sequence: 700
+    # documents -> test = [round(0.999*700), 700) = [699, 700), a 192-token document
+    pool.formula("synth700", np.random.RandomState(4322).randint(1, 201, size=700), np.uint16,
+                 eod=1)
+    results["unweighted2_969_30_1"] = run_unweighted_case(
+        out_dir, "unweighted2_969_30_1",
+        "two bare prefixes [synth600, synth700], split 969,30,1, sizes [1000,200,1], S=32: "
+        "train 1000 < total, valid 200 > total (capped to the sum of the one-epoch lengths), "
+        "test 1 < total", pool,
+        ["synth600", "synth700"], [1000, 200, 1], dict(base, split="969,30,1"),
+        notes="synth600's test sequence (document 599) has 55 tokens: with S=64 its one-epoch "
+              "test GPTDataset would be empty and megatron-core fails (see "
+              "unweighted_empty_split_error.json); S=32 gives it one sample.",
+        extra={"valid_capped_test_below": lambda c: (
+            c["splits"]["valid"]["len"] == sum(_lens(c["splits"]["valid"])) < 200
+            and c["splits"]["test"]["len"] == 1 < sum(_lens(c["splits"]["test"])))})
+
+    results["unweighted3_90_7_3_valid_size_0"] = run_unweighted_case(
+        out_dir, "unweighted3_90_7_3_valid_size_0",
+        "three bare prefixes [mixA, mixB, mixC], split 90,7,3, sizes [400,0,5], S=32: a valid "
+        "size of 0 gives an empty BlendedDataset (its one-epoch GPTDatasets are still built "
+        "and recorded)", pool,
+        ["mixA", "mixB", "mixC"], [400, 0, 5], dict(base, split="90,7,3", random_seed=4321),
+        extra={"valid_empty": lambda c: (
+            c["splits"]["valid"]["len"] == 0 and c["splits"]["valid"]["blended"]["size"] == 0
+            and all(n > 0 for n in _lens(c["splits"]["valid"])))})
+
+    results["unweighted2_size_over_total"] = run_unweighted_case(
+        out_dir, "unweighted2_size_over_total",
+        "two bare prefixes [blendA, blendB], split 1,0,0, sizes [100,0,0], S=8: 100 is more "
+        "than one epoch of both (20 + 26 = 46); megatron-core silently builds 46 samples, "
+        "every sample of both datasets once, no error", pool,
+        ["blendA", "blendB"], [100, 0, 0], dict(base, split="1,0,0", sequence_length=8),
+        extra={"capped_at_46": lambda c: (
+            _lens(tr(c)) == [20, 26] and tr(c)["len"] == 46
+            and tr(c)["blended"]["size"] == 46)})
+
+    results["unweighted2_sizes_none_exhaustive"] = run_unweighted_case(
+        out_dir, "unweighted2_sizes_none_exhaustive",
+        "two bare prefixes [blendA, blendB], split 80,20,0, sizes [None,None,0], S=8: size None "
+        "-> BlendedDataset(size=None) with the raw integer lengths as weights and "
+        "build_exhaustive_blending_indices", pool,
+        ["blendA", "blendB"], [None, None, 0], dict(base, split="80,20,0", sequence_length=8))
+
+    unweighted_error_fixture(out_dir, pool)
+
+
+def _megatron_error(fn):
+    """Runs fn; returns where megatron-core raised (exception type, file:line, source line)."""
+    import traceback
+
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        rel = frame.filename[frame.filename.index("megatron/core/"):]
+        return {"exception": type(e).__name__, "message": str(e),
+                "raised_at": f"{rel}:{frame.lineno}", "source_line": frame.line}
+    return None
+
+
+def unweighted_error_fixture(out_dir, pool):
+    """Unweighted blends megatron-core refuses: any prefix whose split range yields 0 one-epoch
+    samples (empty range, or fewer than S+1 tokens) trips BlendedDataset's `weights > 0`
+    assert, whatever size is requested for that split."""
+    attempts = []
+    for data_path, split, S, sizes_list in (
+            (["mixA", "mixB", "mixC"], "969,30,1", 32, ([500, 40, 10], [500, 40, 0],
+                                                        [500, 40, None])),
+            (["synth600", "synth700"], "969,30,1", 64, ([1000, 100, 1], [1000, 100, 0]))):
+        per_dataset = {}
+        for n in data_path:
+            shutil.rmtree(pool.path(n), ignore_errors=True)
+            cfg1 = GPTDatasetConfig(blend=([pool.path(n)], None), split=split, sequence_length=S,
+                                    random_seed=1234, tokenizer=mcore_shim.OracleTokenizer(1),
+                                    path_to_cache=None, reset_position_ids=False,
+                                    reset_attention_mask=False, eod_mask_loss=False,
+                                    create_attention_mask=False)
+            # the same one-epoch GPTDatasets the unweighted blend builds (num_samples None)
+            single = BlendedMegatronDatasetBuilder(GPTDataset, [None, None, None], lambda: True,
+                                                   cfg1).build()
+            per_dataset[n] = {}
+            for s, g in zip(("train", "valid", "test"), single):
+                beg, end = g.config.split_matrix[g.index_split.value]
+                m = len(g.dataset.sequence_lengths)
+                b, e = int(round(beg * float(m))), int(round(end * float(m)))
+                assert np.array_equal(g.indices, np.arange(b, e, dtype=np.int32))
+                assert g.num_samples is None and g._oracle_num_epochs == 1
+                per_dataset[n][s] = {"sequence_range": [b, e],
+                                     "num_tokens": int(g._get_num_tokens_per_epoch()),
+                                     "len_one_epoch": int(len(g))}
+        for sizes in sizes_list:
+            for n in pool.specs:
+                shutil.rmtree(pool.path(n), ignore_errors=True)
+            cfg = GPTDatasetConfig(
+                blend=get_blend_from_list([pool.path(n) for n in data_path]), split=split,
+                sequence_length=S, random_seed=1234, tokenizer=mcore_shim.OracleTokenizer(1),
+                path_to_cache=None, reset_position_ids=False, reset_attention_mask=False,
+                eod_mask_loss=False, create_attention_mask=False)
+            err = _megatron_error(lambda: BlendedMegatronDatasetBuilder(
+                GPTDataset, sizes, lambda: True, cfg).build())
+            assert err is not None, f"megatron-core built {data_path} {split} {sizes}"
+            assert err["exception"] == "AssertionError", err
+            assert err["source_line"] == "assert all(map(lambda _: _ > 0, weights))", err
+            attempts.append({"data_path": data_path, "split": split, "sequence_length": S,
+                             "sizes": sizes, "megatron_error": err})
+        attempts[-1]["one_epoch_gpt_datasets"] = per_dataset
+    for n in pool.specs:
+        shutil.rmtree(pool.path(n), ignore_errors=True)
+    used = list(dict.fromkeys(n for a in attempts for n in a["data_path"]))
+    write_json(os.path.join(out_dir, "unweighted_empty_split_error.json"), {
+        "name": "unweighted_empty_split_error",
+        "generator": GENERATOR,
+        "description": "Unweighted multi-prefix blends megatron-core 0.16.1 refuses: a prefix "
+                       "whose split range gives 0 one-epoch samples (an empty range, e.g. the "
+                       "969,30,1 test range of a dataset with < 600 sequences, or a range with "
+                       "fewer than S+1 tokens) makes that split's BlendedDataset weights "
+                       "contain a 0 and its `weights > 0` assert fail, whatever size (0 and "
+                       "None included) is requested for the split. No hang: num_samples is "
+                       "None, so _get_num_epochs returns 1 at once.",
+        "datasets": {n: pool.specs[n] for n in used},
+        "config_common": {"random_seed": 1234, "tokenizer": {"eod": 1, "pad": -1},
+                          "reset_position_ids": False, "reset_attention_mask": False,
+                          "eod_mask_loss": False, "create_attention_mask": False,
+                          "path_to_cache": None},
+        "attempts": attempts,
+        "expected_pretrain_behaviour": "error naming the split and the dataset with no samples",
+    })
 
 
 # ----------------------------------------------------------------------------------------------
