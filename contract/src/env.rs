@@ -18,6 +18,15 @@ pub const LOCAL_WORLD_SIZE: &str = "LOCAL_WORLD_SIZE";
 pub const WORLD_SIZE: &str = "WORLD_SIZE";
 /// The job's name: peers of another job are refused.
 pub const JOB_ID: &str = "PRETRAIN_JOB_ID";
+/// Path of a file holding the job's secret store token (the operator mounts one Secret per
+/// job there); every process of a job must hold the same token.
+pub const STORE_TOKEN_FILE: &str = "PRETRAIN_STORE_TOKEN_FILE";
+/// The job's secret store token itself (the launcher hands it to its workers this way); wins
+/// over [`STORE_TOKEN_FILE`].
+pub const STORE_TOKEN: &str = "PRETRAIN_STORE_TOKEN";
+/// The address node 0 binds its store to (default: `MASTER_ADDR`); the operator sets the
+/// pod's IP.
+pub const MASTER_BIND: &str = "PRETRAIN_MASTER_BIND";
 /// The job's UID.
 pub const JOB_UID: &str = "PRETRAIN_JOB_UID";
 /// 1 for the first gang, +1 for each gang restart: keeps rendezvous keys of attempts apart.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -22,7 +23,9 @@ use crate::crd::{Phase, PretrainJob, PretrainJobStatus};
 use crate::metrics::Metrics;
 use crate::observe::PodView;
 use crate::resources::env::{rank_table_enabled, PodSlot};
-use crate::resources::{self, config_map, pod, pod_group, rank_table, service, LABEL_JOB, MANAGER};
+use crate::resources::{
+    self, config_map, pod, pod_group, rank_table, service, store_access, LABEL_JOB, MANAGER,
+};
 use crate::status::{self, Action, Outcome};
 use crate::validate::{self, ConfigSource};
 
@@ -63,6 +66,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Give each job a NetworkPolicy admitting only its own pods (`--network-policy`).
+    pub network_policy: bool,
+    /// UIDs of the jobs whose store-token Secret is known to exist.
+    tokens: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -76,7 +83,15 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            network_policy: true,
+            tokens: Default::default(),
         }
+    }
+
+    /// Whether jobs get their rendezvous NetworkPolicy (on by default).
+    pub fn with_network_policy(mut self, on: bool) -> Self {
+        self.network_policy = on;
+        self
     }
 }
 
@@ -410,8 +425,9 @@ async fn list_pods(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<Vec<Pod
         .collect())
 }
 
-/// The objects a running job needs beside its pods: the Service and ConfigMap (when the
-/// config resolved), the PodGroup and the rank table of `attempt` where they apply.
+/// The objects a running job needs beside its pods: the store-token Secret, the NetworkPolicy
+/// (unless turned off), the Service and ConfigMap (when the config resolved), the PodGroup and
+/// the rank table of `attempt` where they apply.
 async fn apply_children(
     job: &PretrainJob,
     ns: &str,
@@ -420,6 +436,14 @@ async fn apply_children(
     attempt: u32,
     pods: &[Pod],
 ) -> Result<(), Error> {
+    ensure_token_secret(job, ns, ctx).await?;
+    if ctx.network_policy {
+        apply(
+            &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns),
+            &store_access::network_policy(job),
+        )
+        .await?;
+    }
     if let Ok(files) = config {
         apply(
             &Api::<Service>::namespaced(ctx.client.clone(), ns),
@@ -439,6 +463,29 @@ async fn apply_children(
         apply_rank_table(job, ns, ctx, attempt, pods).await?;
     }
     Ok(())
+}
+
+/// Creates the job's store-token Secret unless it exists. Never read nor updated (the operator
+/// needs only `create` on Secrets): every attempt of the job shares the token.
+async fn ensure_token_secret(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<(), Error> {
+    let uid = job.uid().unwrap_or_default();
+    if lock(&ctx.tokens).contains(&uid) {
+        return Ok(());
+    }
+    let token = store_access::new_token().map_err(Error::Unavailable)?;
+    let created = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .create(&PostParams::default(), &store_access::secret(job, &token))
+        .await;
+    match created {
+        Err(e) if !is_code(&e, 409) => return Err(e.into()),
+        _ => {}
+    }
+    lock(&ctx.tokens).insert(uid);
+    Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Logs a phase change and counts failed ranks and gang restarts.

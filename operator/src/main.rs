@@ -48,6 +48,10 @@ struct Args {
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Give each job a NetworkPolicy that admits only the job's own pods to its pods (the
+    /// rendezvous store and mesh ports).
+    #[arg(long, env = "PRETRAIN_OPERATOR_NETWORK_POLICY", default_value_t = true, action = ArgAction::Set)]
+    network_policy: bool,
     /// `json` (in cluster) or `text`.
     #[arg(long, env = "PRETRAIN_OPERATOR_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -142,11 +146,10 @@ async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     tokio::spawn(http::serve(listener, state.clone()));
     state.ready.store(true, Ordering::Relaxed);
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        args.identity.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), args.identity.clone())
+            .with_network_policy(args.network_policy),
+    );
     let work = async move {
         controller::run(controller, ctx, stopped(rx)).await;
         info!("controller stopped");

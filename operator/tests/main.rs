@@ -29,8 +29,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use pretrain_operator::crd::{Phase, PretrainJob};
@@ -201,7 +202,41 @@ async fn job_yields_service_config_and_pods() {
         .await
         .expect("configmap");
     assert_eq!(cm.data.as_ref().expect("data")["config.yaml"], "seed: 42\n");
-    for owned in [svc.owner_references(), cm.owner_references()] {
+    // The store token: fresh randomness in an immutable Secret; the NetworkPolicy admits
+    // only the job's own pods.
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get("run-store-token")
+        .await
+        .expect("token secret");
+    let token = &secret.data.as_ref().expect("data")["token"].0;
+    assert_eq!(token.len(), 64);
+    assert!(token.iter().all(u8::is_ascii_hexdigit));
+    assert_eq!(secret.immutable, Some(true));
+    let policy = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+        .get("run-rendezvous")
+        .await
+        .expect("network policy");
+    let p_spec = policy.spec.clone().expect("spec");
+    let own = Some(BTreeMap::from([(
+        "pretrain.io/job-name".to_string(),
+        "run".to_string(),
+    )]));
+    assert_eq!(p_spec.pod_selector.expect("selector").match_labels, own);
+    let from = &p_spec.ingress.expect("ingress")[0];
+    assert_eq!(
+        from.from.as_ref().expect("from")[0]
+            .pod_selector
+            .as_ref()
+            .expect("pods")
+            .match_labels,
+        own
+    );
+    for owned in [
+        svc.owner_references(),
+        cm.owner_references(),
+        secret.owner_references(),
+        policy.owner_references(),
+    ] {
         assert_eq!(owned[0].uid, uid);
         assert_eq!(owned[0].controller, Some(true));
     }
@@ -215,7 +250,26 @@ async fn job_yields_service_config_and_pods() {
         assert_eq!(env["LOCAL_WORLD_SIZE"], "4");
         assert_eq!(env["PRETRAIN_ATTEMPT"], "1");
         assert_eq!(env["PRETRAIN_RESUME"], "false");
+        assert_eq!(
+            env["PRETRAIN_STORE_TOKEN_FILE"],
+            "/var/run/pretrain/store/token"
+        );
         let spec = p.spec.as_ref().expect("spec");
+        let token_volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "store-token")
+            .expect("token volume");
+        assert_eq!(
+            token_volume
+                .secret
+                .as_ref()
+                .expect("secret")
+                .secret_name
+                .as_deref(),
+            Some("run-store-token")
+        );
         assert_eq!(spec.subdomain.as_deref(), Some("run"));
         let c = &spec.containers[0];
         assert_eq!(

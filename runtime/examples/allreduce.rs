@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use pretrain::dist::auth::Token;
 use pretrain::dist::store::{StoreClient, StoreServer};
 use pretrain::dist::tcp::Mesh;
 use pretrain::dist::Communicator;
@@ -22,16 +23,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds = args.get(2).copied().unwrap_or(5);
     let n = mib * (1 << 20) / 4;
     let bytes = (n * 4) as f64;
-    let server = StoreServer::start("127.0.0.1", 0, "bench")?;
+    let token = Token::generate()?;
+    let server = StoreServer::start("127.0.0.1", 0, "bench", &token)?;
     let port = server.addr().port();
     let timeout = Duration::from_secs(30);
     // Per round: every rank's all-reduce time (the slowest one counts).
     let times: Vec<Vec<f64>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..ranks)
             .map(|rank| {
+                let token = &token;
                 s.spawn(move || -> Result<Vec<f64>, pretrain::dist::Error> {
-                    let mut store = StoreClient::connect("127.0.0.1", port, "bench", timeout)?;
-                    let mesh = Mesh::connect(&mut store, "bench", "bench", rank, ranks, timeout)?;
+                    let mut store =
+                        StoreClient::connect("127.0.0.1", port, "bench", token, timeout)?;
+                    let mesh =
+                        Mesh::connect(&mut store, "bench", "bench", token, rank, ranks, timeout)?;
                     let mut group = mesh.group(&(0..ranks).collect::<Vec<_>>())?;
                     let mut buf: Vec<f32> = (0..n).map(|i| (i % 97) as f32).collect();
                     group.all_reduce_sum(&mut buf)?; // warm-up

@@ -406,7 +406,10 @@ fn case_paths() -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(asset("megatron/cases"))
         .expect("ls")
         .map(|e| e.expect("entry").path())
-        .filter(|p| !p.to_string_lossy().ends_with("_hang.json"))
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            !name.ends_with("_hang.json") && !name.ends_with("_error.json")
+        })
         .collect();
     paths.sort();
     assert!(paths.len() >= 10, "fixtures missing: {paths:?}");
@@ -432,6 +435,56 @@ fn cached_indices_give_the_same_samples() {
     }
     let cached = std::fs::read_dir(&cache).expect("cache dir").count();
     assert!(cached > 40, "expected cache files, found {cached}");
+}
+
+#[test]
+fn an_unweighted_blend_with_an_empty_part_is_an_error_as_in_megatron() {
+    let case = load(&asset("megatron/cases/unweighted_empty_split_error.json"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let common = &case["config_common"];
+    let attempts = case["attempts"].as_array().expect("attempts");
+    assert!(attempts.len() >= 4);
+    for a in attempts {
+        assert!(a["megatron_error"]["raised_at"]
+            .as_str()
+            .expect("where")
+            .starts_with("megatron/core/datasets/blended_dataset.py"));
+        let names: Vec<&str> = a["data_path"]
+            .as_array()
+            .expect("data_path")
+            .iter()
+            .map(|n| n.as_str().expect("name"))
+            .collect();
+        let data_path = names
+            .iter()
+            .map(|n| {
+                materialize(n, &case["datasets"][*n], dir.path())
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        let sizes = a["sizes"].as_array().expect("sizes");
+        let config = DataConfig {
+            data_path,
+            split: a["split"].as_str().expect("split").into(),
+            sizes: [0, 1, 2].map(|i| sizes[i].as_u64().map(|n| n as usize)),
+            gpt: GptDatasetConfig {
+                sequence_length: a["sequence_length"].as_u64().expect("S") as usize,
+                eod: common["tokenizer"]["eod"].as_i64().expect("eod"),
+                random_seed: common["random_seed"].as_u64().expect("seed") as u32,
+                ..GptDatasetConfig::default()
+            },
+            cache: CacheMode::Off,
+        };
+        let msg = build_datasets(&config)
+            .err()
+            .expect("must not build")
+            .to_string();
+        assert!(
+            msg.contains("split") && msg.contains("cannot join an unweighted blend"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use pretrain_contract::env as names;
 use super::config_map::{CONFIG_DIR, CONFIG_KEY};
 use super::master_addr;
 use super::rank_table::{RANK_TABLE_DIR, RANK_TABLE_KEY};
+use super::store_access::{TOKEN_DIR, TOKEN_KEY};
 use crate::crd::{AcceleratorType, PretrainJob};
 
 /// Where the runtime writes its termination message (JSON, see [`crate::status`]).
@@ -76,6 +77,9 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
         field(names::POD_NAME, "metadata.name"),
         field(names::POD_NAMESPACE, "metadata.namespace"),
         field(names::POD_IP, "status.podIP"),
+        // Node 0's store listens on the pod's own address only.
+        field(names::MASTER_BIND, "status.podIP"),
+        plain(names::STORE_TOKEN_FILE, format!("{TOKEN_DIR}/{TOKEN_KEY}")),
     ];
     if let Some(ckpt) = &spec.checkpoint {
         env.push(plain(names::CHECKPOINT_DIR, &ckpt.path));

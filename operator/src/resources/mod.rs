@@ -6,6 +6,7 @@
 //! - [`env`]: the launch-contract environment (documented in ARCHITECTURE.md)
 //! - [`pod`]: one pod per node rank
 //! - [`security`]: the pods' secure defaults, which `podTemplate` overrides field by field
+//! - [`store_access`]: the job's store-token Secret and its rendezvous NetworkPolicy
 //! - [`rank_table`]: the Ascend HCCL rank table (`hccl.json`)
 //! - [`pod_group`]: the Volcano PodGroup for gang scheduling
 
@@ -17,6 +18,7 @@ pub mod pod_group;
 pub mod rank_table;
 pub mod security;
 pub mod service;
+pub mod store_access;
 
 use std::collections::BTreeMap;
 

@@ -16,6 +16,7 @@ use super::env::{self, PodSlot, LOG_DIR, TERMINATION_LOG};
 use super::pod_group;
 use super::rank_table::{RANK_INDEX_ANNOTATION, RANK_TABLE_DIR};
 use super::security;
+use super::store_access;
 use super::{
     common_labels, config_map_name, merge_patch, namespace, owner_ref, pod_name, rank_table_name,
     service_name, CONTAINER, LABEL_ATTEMPT, LABEL_RANK,
@@ -170,7 +171,8 @@ fn annotations(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
 }
 
 /// The pod's volumes and the container's mounts of them: the config (read-only), the logs,
-/// the checkpoint volume if any, and the rank table (read-only) where it applies.
+/// the checkpoint volume if any, the store token (read-only) and the rank table (read-only)
+/// where it applies.
 fn volumes(job: &PretrainJob) -> Result<(Vec<Volume>, Vec<VolumeMount>), BuildError> {
     let mut volumes = vec![config_map_volume("config", config_map_name(job))];
     let mut mounts = vec![VolumeMount {
@@ -193,6 +195,9 @@ fn volumes(job: &PretrainJob) -> Result<(Vec<Volume>, Vec<VolumeMount>), BuildEr
         volumes.push(v);
         mounts.push(m);
     }
+    let (token, token_mount) = store_access::token_volume(job);
+    volumes.push(token);
+    mounts.push(token_mount);
     if env::rank_table_enabled(job) {
         volumes.push(config_map_volume("rank-table", rank_table_name(job)));
         mounts.push(VolumeMount {

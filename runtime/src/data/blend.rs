@@ -221,6 +221,50 @@ pub fn build_blending_indices(weights: &[f64], size: usize) -> (Vec<i16>, Vec<i6
     (dataset_index, dataset_sample_index)
 }
 
+/// `helpers.cpp: build_exhaustive_blending_indices`: exactly `sizes[d]` samples of each
+/// dataset, interleaved in proportion to the sizes (the same lag rule as
+/// [`build_blending_indices`] over the datasets not yet used up; ties to the lowest index).
+pub fn build_exhaustive_blending_indices(sizes: &[usize]) -> (Vec<i16>, Vec<i64>) {
+    let total: usize = sizes.iter().sum();
+    let weights: Vec<f64> = sizes.iter().map(|&n| n as f64 / total as f64).collect();
+    let mut current = vec![0i64; sizes.len()];
+    let mut unspent: Vec<usize> = (0..sizes.len()).filter(|&d| sizes[d] > 0).collect();
+    let mut dataset_index = Vec::with_capacity(total);
+    let mut dataset_sample_index = Vec::with_capacity(total);
+    for i in 0..total {
+        let x = (i as f64).max(1.0);
+        let mut best = None;
+        let mut best_error = f64::MIN;
+        for &d in &unspent {
+            let error = weights[d] * x - current[d] as f64;
+            if error > best_error {
+                best_error = error;
+                best = Some(d);
+            }
+        }
+        let Some(best) = best else { break };
+        dataset_index.push(best as i16);
+        dataset_sample_index.push(current[best]);
+        current[best] += 1;
+        if current[best] as usize == sizes[best] {
+            unspent.retain(|&d| d != best);
+        }
+    }
+    (dataset_index, dataset_sample_index)
+}
+
+/// Checks that a blend has 1 to 32767 datasets and one weight each.
+fn check_parts(datasets: &[GptDataset], weights: usize) -> Result<()> {
+    if datasets.len() != weights || datasets.is_empty() || datasets.len() > 32_767 {
+        return Err(Error::InvalidArgument(format!(
+            "a blend needs 1 to 32767 datasets with one weight each, got {} datasets and \
+             {weights} weights",
+            datasets.len(),
+        )));
+    }
+    Ok(())
+}
+
 /// A weighted mixture of GPT datasets for one split.
 pub struct BlendedDataset {
     datasets: Vec<GptDataset>,
@@ -234,15 +278,26 @@ impl BlendedDataset {
     /// Blends `datasets` with normalised `weights` into `size` samples. Errors if a dataset
     /// would be asked for more samples than it holds.
     pub fn new(datasets: Vec<GptDataset>, weights: &[f64], size: usize) -> Result<BlendedDataset> {
-        if datasets.len() != weights.len() || datasets.is_empty() || datasets.len() > 32_767 {
-            return Err(Error::InvalidArgument(format!(
-                "a blend needs 1 to 32767 datasets with one weight each, got {} datasets and {} \
-                 weights",
-                datasets.len(),
-                weights.len()
-            )));
-        }
+        check_parts(&datasets, weights.len())?;
         let (dataset_index, dataset_sample_index) = build_blending_indices(weights, size);
+        BlendedDataset::checked(datasets, dataset_index, dataset_sample_index)
+    }
+
+    /// Every sample of every dataset once, interleaved in proportion to their lengths
+    /// (megatron-core's blend of an unweighted `data_path` without a sample count).
+    pub fn exhaustive(datasets: Vec<GptDataset>) -> Result<BlendedDataset> {
+        check_parts(&datasets, datasets.len())?;
+        let sizes: Vec<usize> = datasets.iter().map(GptDataset::len).collect();
+        let (dataset_index, dataset_sample_index) = build_exhaustive_blending_indices(&sizes);
+        BlendedDataset::checked(datasets, dataset_index, dataset_sample_index)
+    }
+
+    /// The blend of these indices, unless they ask a dataset for more samples than it holds.
+    fn checked(
+        datasets: Vec<GptDataset>,
+        dataset_index: Vec<i16>,
+        dataset_sample_index: Vec<i64>,
+    ) -> Result<BlendedDataset> {
         let mut needed = vec![0usize; datasets.len()];
         for (&d, &s) in dataset_index.iter().zip(&dataset_sample_index) {
             needed[d as usize] = needed[d as usize].max(s as usize + 1);

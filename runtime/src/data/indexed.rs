@@ -374,6 +374,25 @@ impl IndexedDataset {
         (self.bin.bytes().len() / self.dtype.size_bytes()) as u64
     }
 
+    /// The first sequence holding a token id outside `0..vocab`, with that id, or `None`;
+    /// scans the whole `.bin` (in parallel, a few GB/s).
+    pub fn find_token_outside(&self, vocab: u64) -> Result<Option<(usize, i64)>> {
+        use rayon::prelude::*;
+        let bad = (0..self.sequence_count)
+            .into_par_iter()
+            .with_min_len(1024)
+            .map(|i| {
+                let tokens = self.get(i, 0, None)?;
+                Ok(tokens
+                    .iter()
+                    .find(|&t| t < 0 || t as u64 >= vocab)
+                    .map(|t| (i, t)))
+            })
+            .filter_map(|r: Result<Option<(usize, i64)>>| r.transpose())
+            .min_by_key(|r| r.as_ref().map_or(0, |(i, _)| *i));
+        bad.transpose()
+    }
+
     /// Tokens `[offset, offset + length)` of sequence `i` (the whole remainder with `None`),
     /// borrowed from the mapped `.bin` without copying. Errors name the dataset when `i`,
     /// `offset` or `length` fall outside the sequence.
@@ -422,6 +441,15 @@ mod tests {
     /// Fuzzing, bounded: 3,000 random corruptions of a valid `.idx`/`.bin` pair (bytes
     /// flipped, set to extremes, files cut short or extended) never panic or read out of
     /// bounds: `open` refuses the file, or every document reads back within the `.bin`.
+    #[test]
+    fn tokens_outside_the_vocabulary_are_found_in_their_first_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ds = IndexedDataset::open(three_docs(dir.path())).expect("open");
+        assert_eq!(ds.find_token_outside(15).expect("scan"), None);
+        assert_eq!(ds.find_token_outside(12).expect("scan"), Some((2, 12)));
+        assert_eq!(ds.find_token_outside(9).expect("scan"), Some((1, 9)));
+    }
+
     #[test]
     fn corrupted_files_are_refused_or_read_safely() {
         let dir = tempfile::tempdir().expect("tempdir");

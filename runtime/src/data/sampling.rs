@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::blend::{
-    parse_blend, parse_split, size_per_dataset, split_matrix, split_range, BlendedDataset, Split,
+    normalize, parse_blend, parse_split, size_per_dataset, split_matrix, split_range,
+    BlendedDataset, Split,
 };
 use super::cache;
 use super::gpt_dataset::{build_indices, GptDataset, GptDatasetConfig, Sample};
@@ -18,7 +19,8 @@ pub const MID_LEVEL_DATASET_SURPLUS: f64 = 0.005;
 /// Everything needed to build the datasets of a training run.
 #[derive(Debug, Clone)]
 pub struct DataConfig {
-    /// `data_path`: a prefix, several prefixes, or weight/prefix pairs.
+    /// `data_path`: a prefix, several prefixes (blended by length, as megatron-core does), or
+    /// weight/prefix pairs.
     pub data_path: Vec<String>,
     /// Split string such as `"969,30,1"`.
     pub split: String,
@@ -46,7 +48,8 @@ pub enum CacheMode {
 pub enum MegatronDataset {
     /// A single prefix without a weight.
     Gpt(GptDataset),
-    /// A weighted blend (also used for a single weighted prefix).
+    /// A blend: weighted (also used for a single weighted prefix), or of several prefixes
+    /// without weights, weighted by their lengths.
     Blended(BlendedDataset),
 }
 
@@ -117,6 +120,63 @@ fn build_gpt(
     ))
 }
 
+/// megatron-core's blend of several prefixes without weights (`--data-path A B`) for one
+/// split: one epoch of each prefix's share, weighted by their lengths; `size` samples of it
+/// (at most all of them), or every sample once when `size` is `None`. A prefix with no sample
+/// in the split is an error, as megatron-core asserts every weight is positive.
+fn unweighted_blend(
+    datasets: &[Arc<IndexedDataset>],
+    split: Split,
+    bookends: (f64, f64),
+    size: Option<usize>,
+    config: &DataConfig,
+) -> Result<BlendedDataset> {
+    let mut parts = Vec::with_capacity(datasets.len());
+    for ds in datasets {
+        let range = split_range(bookends, ds.len());
+        let gpt = build_gpt(ds, split, range.clone(), None, config)?;
+        if gpt.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} ({} split, sequences {}..{}): not one sample of {} tokens in one epoch, so \
+                 it cannot join an unweighted blend (megatron-core refuses it too); change \
+                 `split` or `seq_length`, give the blend weights, or drop this prefix",
+                ds.prefix().display(),
+                split.name(),
+                range.start,
+                range.end,
+                config.gpt.sequence_length
+            )));
+        }
+        parts.push(gpt);
+    }
+    let lens: Vec<f64> = parts.iter().map(|p| p.len() as f64).collect();
+    let total: usize = parts.iter().map(GptDataset::len).sum();
+    match size {
+        Some(size) => BlendedDataset::new(parts, &normalize(&lens), size.min(total)),
+        None => BlendedDataset::exhaustive(parts),
+    }
+}
+
+/// Checks that every token of every dataset of `config` is below `vocab`, before training
+/// reads any: a dataset tokenized for another vocabulary is an error naming its `.bin`, the
+/// sequence and the token, instead of a failure at whichever step first reads it.
+pub fn check_vocabulary(config: &DataConfig, vocab: usize) -> Result<()> {
+    for prefix in parse_blend(&config.data_path)?.prefixes {
+        let ds = IndexedDataset::open(&prefix)?;
+        if let Some((seq, id)) = ds.find_token_outside(vocab as u64)? {
+            return Err(Error::Corrupt {
+                path: PathBuf::from(format!("{}.bin", prefix.display())),
+                reason: format!(
+                    "token id {id} in sequence {seq} is not below the model's vocab_size \
+                     {vocab}: the data was tokenized for another vocabulary; tokenize it with \
+                     the model's tokenizer, or fix model.model_config.vocab_size"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Builds the train, valid and test datasets (`None` where the split string gives a split no
 /// share).
 pub fn build_datasets(config: &DataConfig) -> Result<[Option<MegatronDataset>; 3]> {
@@ -140,11 +200,13 @@ pub fn build_datasets(config: &DataConfig) -> Result<[Option<MegatronDataset>; 3
             }
         }
         None => {
-            return Err(Error::InvalidArgument(
-                "data_path lists several prefixes without weights; give weight/prefix pairs \
-                 such as ['0.5', 'a_text_document', '0.5', 'b_text_document']"
-                    .into(),
-            ))
+            for split in Split::ALL {
+                if let Some(bookends) = matrix[split.index()] {
+                    let size = config.sizes[split.index()];
+                    let blended = unweighted_blend(&datasets, split, bookends, size, config)?;
+                    out[split.index()] = Some(MegatronDataset::Blended(blended));
+                }
+            }
         }
         Some(weights) => {
             for split in Split::ALL {

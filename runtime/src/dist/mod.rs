@@ -1,8 +1,9 @@
 //! Rendezvous and collectives between worker processes.
 //!
 //! - [`store`]: a TCP key-value store hosted by the node-rank-0 launcher (or rank 0 when no
-//!   launcher runs) at `MASTER_ADDR:MASTER_PORT`: `set`/`get`/`wait`/`add` with timeouts and a
-//!   versioned handshake that carries the job id, so a peer from another job is rejected.
+//!   launcher runs) at `MASTER_ADDR:MASTER_PORT`: `set`/`get`/`wait`/`add` with timeouts and
+//!   bounded resources, behind a versioned challenge-response on the job's secret token
+//!   ([`auth`]), so that only the job's own processes get in.
 //! - [`tcp`]: a full mesh of TCP connections between the ranks, found through the store, and
 //!   [`TcpGroup`](tcp::TcpGroup): the [`Communicator`] of any ordered subset of ranks (the
 //!   world, a data-, tensor- or pipeline-parallel group) with ring collectives over it.
@@ -10,6 +11,7 @@
 //! Every wait has a timeout; a peer that dies shows up as [`Error::PeerLost`] at once (its
 //! socket closes), not as a hang.
 
+pub mod auth;
 pub mod store;
 pub mod tcp;
 
@@ -17,7 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Protocol version of the store and mesh handshakes; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: challenge-response on the job's token ([`auth`]).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest payload of one frame; longer messages are split.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
@@ -61,6 +64,9 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
+    /// The store refused a request: one of its limits was reached.
+    #[error("{0}")]
+    Refused(String),
     /// Ranks called collectives in a different order, or with different sizes.
     #[error("collective mismatch: {0}")]
     Mismatch(String),

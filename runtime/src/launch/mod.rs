@@ -21,6 +21,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dist::auth::Token;
 use crate::dist::store::{StoreClient, StoreServer};
 use crate::exit;
 
@@ -47,6 +48,11 @@ pub struct LaunchOptions {
     pub cluster_timeout: Duration,
     /// Job id; launchers and workers of another job are refused.
     pub job_id: String,
+    /// The job's secret: every launcher and worker of the job proves it to the store and to
+    /// each other; the launcher hands it to its workers.
+    pub token: Token,
+    /// The address node 0's store binds (default: `master_addr`).
+    pub master_bind: Option<String>,
     /// Gang restarts allowed after retryable failures.
     pub max_restarts: u32,
     /// Time between SIGTERM and SIGKILL when stopping workers.
@@ -138,7 +144,8 @@ pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error
         source,
     })?;
     let server = if opts.node_rank == 0 {
-        let s = StoreServer::start("0.0.0.0", opts.master_port, &opts.job_id)?;
+        let bind = opts.master_bind.as_deref().unwrap_or(&opts.master_addr);
+        let s = StoreServer::start(bind, opts.master_port, &opts.job_id, &opts.token)?;
         tracing::info!(addr = %s.addr(), "rendezvous store listening");
         Some(s)
     } else {
@@ -148,6 +155,7 @@ pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error
         &opts.master_addr,
         opts.master_port,
         &opts.job_id,
+        &opts.token,
         opts.cluster_timeout,
     )?;
     let nnodes = opts.nnodes() as i64;

@@ -101,6 +101,7 @@ fn spawn(opts: &LaunchOptions, local_rank: usize, restart: u32) -> Result<Worker
         .env(env::MASTER_ADDR, &opts.master_addr)
         .env(env::MASTER_PORT, opts.master_port.to_string())
         .env(env::JOB_ID, &opts.job_id)
+        .env(env::STORE_TOKEN, opts.token.as_text())
         .env(env::RESTART, restart.to_string())
         .env(
             env::CLUSTER_TIMEOUT,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::config::TrainPlan;
+use crate::dist::auth::Token;
 use crate::dist::store::{StoreClient, StoreServer};
 use crate::dist::tcp::Mesh;
 use crate::model::shard::{stage_layers, Shard};
@@ -37,6 +38,12 @@ pub struct Placement {
     pub cluster_timeout: Duration,
     /// Whether this process hosts the store: rank 0 when no launcher does.
     pub hosts_store: bool,
+    /// The address the store binds when this process hosts it (`PRETRAIN_MASTER_BIND`, else
+    /// `master_addr`).
+    pub master_bind: Option<String>,
+    /// The job's secret (`PRETRAIN_STORE_TOKEN` or `PRETRAIN_STORE_TOKEN_FILE`): needed with
+    /// more than one process.
+    pub token: Option<Token>,
 }
 
 impl Default for Placement {
@@ -52,6 +59,8 @@ impl Default for Placement {
             restart: 0,
             cluster_timeout: Duration::from_secs(300),
             hosts_store: true,
+            master_bind: None,
+            token: None,
         }
     }
 }
@@ -96,8 +105,22 @@ impl Cluster {
                 _mesh: None,
             });
         }
+        let token = env.token.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "a job of {} processes needs the job's secret store token in \
+                 PRETRAIN_STORE_TOKEN or PRETRAIN_STORE_TOKEN_FILE, the same for every process \
+                 (`pretrain launch` sets it for its workers)",
+                env.world_size
+            ))
+        })?;
         let server = if env.hosts_store {
-            Some(StoreServer::start("0.0.0.0", env.master_port, &env.job_id)?)
+            let bind = env.master_bind.as_deref().unwrap_or(&env.master_addr);
+            Some(StoreServer::start(
+                bind,
+                env.master_port,
+                &env.job_id,
+                token,
+            )?)
         } else {
             None
         };
@@ -105,6 +128,7 @@ impl Cluster {
             &env.master_addr,
             env.master_port,
             &env.job_id,
+            token,
             env.cluster_timeout,
         )?;
         let prefix = format!("attempt-{}.{}/mesh", env.attempt, env.restart);
@@ -112,6 +136,7 @@ impl Cluster {
             &mut store,
             &prefix,
             &env.job_id,
+            token,
             env.rank,
             env.world_size,
             env.cluster_timeout,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::checkpoint::TrainerState;
 use crate::config::TrainPlan;
-use crate::data::sampling::{build_datasets, MegatronDataset};
+use crate::data::sampling::{build_datasets, check_vocabulary, MegatronDataset};
 use crate::data::tokenizer::HfTokenizer;
 use crate::model::qwen3::Qwen3;
 use crate::optim::adamw::{AdamWConfig, AdamWState};
@@ -108,6 +108,7 @@ impl<'a> Trainer<'a> {
         }
         let [train, _, _] = build_datasets(&plan.data)?;
         if rank0 {
+            check_vocabulary(&plan.data, plan.model.vocab_size)?;
             cluster.groups.world.barrier()?;
         }
         let train = train.ok_or_else(|| {

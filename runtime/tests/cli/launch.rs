@@ -17,13 +17,13 @@ use pretrain::data::DType;
 use crate::assert_fails;
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
 /// The first `docs` documents of data/shakespeare.jsonl, one token per UTF-8 byte, EOD = 0.
-fn byte_dataset(dir: &Path, docs: usize) -> PathBuf {
+pub(super) fn byte_dataset(dir: &Path, docs: usize) -> PathBuf {
     let prefix = dir.join("bytes_text_document");
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/shakespeare.jsonl");
     let text = std::fs::read_to_string(corpus).expect("corpus");
@@ -46,7 +46,7 @@ fn byte_dataset(dir: &Path, docs: usize) -> PathBuf {
 
 /// `train` arguments of a tiny model on `data`, writing to `out`, with `samples` samples of
 /// global batch 4 (micro-batches of 1).
-fn train_args(data: &Path, out: &Path, samples: usize, extra: &[&str]) -> Vec<String> {
+pub(super) fn train_args(data: &Path, out: &Path, samples: usize, extra: &[&str]) -> Vec<String> {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/qwen3/qwen3_tiny.yaml");
     let mut v: Vec<String> = vec![
         "train".into(),
@@ -82,8 +82,11 @@ fn train_args(data: &Path, out: &Path, samples: usize, extra: &[&str]) -> Vec<St
     v
 }
 
+/// The store token every launcher of these tests shares.
+const TEST_TOKEN: &str = "cli-test-token-0123456789";
+
 /// `pretrain launch` with `launch` options, then `-- <train args>`.
-fn launch_cmd(launch: &[String], train: &[String]) -> Command {
+pub(super) fn launch_cmd(launch: &[String], train: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pretrain"));
     c.arg("launch")
         .args(launch)
@@ -91,13 +94,21 @@ fn launch_cmd(launch: &[String], train: &[String]) -> Command {
         .args(train)
         .env("RUST_LOG", "info")
         .env("PRETRAIN_COMM_TIMEOUT", "60")
+        // Several nodes need one token; a single node would generate its own.
+        .env("PRETRAIN_STORE_TOKEN", TEST_TOKEN)
         // One thread per worker: up to 4 workers share 2 cores here, and more threads would only
         // oversubscribe them (the bits do not depend on it).
         .env("RAYON_NUM_THREADS", "1");
     c
 }
 
-fn opts(workers: usize, local: usize, node: usize, port: u16, logs: &Path) -> Vec<String> {
+pub(super) fn opts(
+    workers: usize,
+    local: usize,
+    node: usize,
+    port: u16,
+    logs: &Path,
+) -> Vec<String> {
     vec![
         format!("--worker-num={workers}"),
         format!("--local-worker-num={local}"),
@@ -112,7 +123,7 @@ fn opts(workers: usize, local: usize, node: usize, port: u16, logs: &Path) -> Ve
 
 /// (step, loss) of every line of a metrics file; a step logged twice (before and after a
 /// restart) keeps its last value.
-fn losses(out: &Path) -> Vec<f32> {
+pub(super) fn losses(out: &Path) -> Vec<f32> {
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl");
     let mut by_step = std::collections::BTreeMap::new();
     for line in text.lines() {
@@ -123,7 +134,7 @@ fn losses(out: &Path) -> Vec<f32> {
     by_step.into_values().collect()
 }
 
-fn run_ok(mut c: Command) -> Output {
+pub(super) fn run_ok(mut c: Command) -> Output {
     let o = c.output().expect("run launcher");
     assert!(
         o.status.success(),
@@ -480,7 +491,7 @@ fn kill9(pid: u32) {
 }
 
 /// Waits until `out/metrics.jsonl` has at least `steps` lines.
-fn wait_for_steps(out: &Path, steps: usize) {
+pub(super) fn wait_for_steps(out: &Path, steps: usize) {
     let start = Instant::now();
     while std::fs::read_to_string(out.join("metrics.jsonl"))
         .map(|t| t.lines().count())
@@ -492,7 +503,7 @@ fn wait_for_steps(out: &Path, steps: usize) {
     }
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> i32 {
+pub(super) fn wait_exit(child: &mut Child, within: Duration) -> i32 {
     let start = Instant::now();
     loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -607,6 +618,17 @@ fn max_restarts_resumes_bit_identically_after_a_kill() {
 }
 
 #[test]
+fn a_single_node_hands_its_workers_a_generated_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = launch_cmd(&opts(2, 2, 0, free_port(), &dir.path().join("log")), &[])
+        .env_remove("PRETRAIN_STORE_TOKEN")
+        .args(["sh", "-c", r#"test "${#PRETRAIN_STORE_TOKEN}" -eq 64"#])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
 fn bad_launches_are_one_line_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = byte_dataset(dir.path(), 5);
@@ -643,6 +665,38 @@ fn bad_launches_are_one_line_errors() {
     let _ = first.kill();
     let _ = first.wait();
     assert_fails(&o, 2, &["job"]);
+    // A launcher with another token, or none.
+    let mut first = launch_cmd(&opts(2, 1, 0, port, &logs), &args)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node 0");
+    let o = launch_cmd(&opts(2, 1, 1, port, &logs), &args)
+        .env("PRETRAIN_STORE_TOKEN", "another-token-0123456789")
+        .output()
+        .expect("run");
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_fails(&o, 2, &["cannot prove it holds this job's token"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(TEST_TOKEN));
+    let o = launch_cmd(&opts(2, 1, 1, free_port(), &logs), &args)
+        .env_remove("PRETRAIN_STORE_TOKEN")
+        .output()
+        .expect("run");
+    assert_fails(
+        &o,
+        2,
+        &["2 nodes needs a secret store token", "--store-token-file"],
+    );
+    let short_token = dir.path().join("token");
+    std::fs::write(&short_token, "abc\n").expect("token file");
+    let mut with_file = opts(2, 1, 1, free_port(), &logs);
+    with_file.push(format!("--store-token-file={}", short_token.display()));
+    let o = launch_cmd(&with_file, &args).output().expect("run");
+    assert_fails(
+        &o,
+        2,
+        &[&short_token.display().to_string(), "fewer than 16"],
+    );
     // Layouts that do not fit the world size or the model.
     let o = launch_cmd(&opts(2, 2, 0, free_port(), &logs), &args)
         .output()

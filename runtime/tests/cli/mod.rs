@@ -1,5 +1,6 @@
 //! Tests of the `pretrain` subcommands.
 
+mod abuse;
 mod inspect;
 mod launch;
 mod output;

@@ -113,8 +113,8 @@ fn a_fresh_run_over_committed_checkpoints_is_refused_unless_overwritten() {
     assert!(ck.join("iteration_00000004").is_dir());
 }
 
-/// Token ids the model's vocabulary does not have are found when the first batch holding one
-/// is built (before its step), naming the dataset file and the sample.
+/// Token ids the model's vocabulary does not have are found before step 1 (a scan of every
+/// dataset), naming the dataset file and the sequence.
 #[test]
 fn token_ids_beyond_the_vocabulary_name_the_dataset() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -125,8 +125,10 @@ fn token_ids_beyond_the_vocabulary_name_the_dataset() {
         .output()
         .expect("run");
     let bin = format!("{}.bin", prefix.display());
-    assert_fails(&o, 3, &[&bin, "training sample", "vocab_size 128"]);
+    assert_fails(&o, 3, &[&bin, "in sequence", "vocab_size 128"]);
     assert!(!out.join("checkpoint").join("iteration_00000001").exists());
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    assert!(metrics.is_empty(), "no step may run: {metrics}");
 }
 
 /// A dataset file truncated while training has it mapped: the next read of the lost pages is

@@ -8,8 +8,9 @@
 //!   group owning claim directories) and `readOnlyRootFilesystem` are honoured.
 //! - Pod `<job>-<i>` gets IP 127.0.0.(10+i), any other pod 127.0.0.2; each pod runs in a
 //!   private mount namespace (`unshare --mount`) where `/etc/hosts` maps every
-//!   `<job>-<k>.<job>.<ns>.svc` name to its IP, as cluster DNS would, ConfigMap volumes are
-//!   bind-mounted from files written from the API, PersistentVolumeClaims from the host
+//!   `<job>-<k>.<job>.<ns>.svc` name to its IP, as cluster DNS would, ConfigMap and Secret
+//!   volumes are bind-mounted from files written from the API (Secrets with their
+//!   `defaultMode`), PersistentVolumeClaims from the host
 //!   directories given per claim name, `emptyDir`s from fresh directories, the container's
 //!   `terminationMessagePath` from a per-pod file, and a pod with a ServiceAccount gets a
 //!   TokenRequest token, the API server's CA and its namespace in

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Secret, ServiceAccount};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -216,6 +216,22 @@ pub async fn start(
             std::fs::create_dir_all(&d).map_err(io)?;
             for (k, val) in data {
                 std::fs::write(d.join(k), val).map_err(io)?;
+            }
+        } else if let Some(sv) = &v.secret {
+            // As the kubelet: the keys as files, with the volume's defaultMode (0644 unset).
+            let name = sv.secret_name.clone().unwrap_or_default();
+            let data = Api::<Secret>::namespaced(client.clone(), ns)
+                .get(&name)
+                .await
+                .map_err(|e| format!("secret {name}: {e}"))?
+                .data
+                .unwrap_or_default();
+            std::fs::create_dir_all(&d).map_err(io)?;
+            let mode = sv.default_mode.unwrap_or(0o644) as u32;
+            for (k, val) in data {
+                std::fs::write(d.join(&k), &val.0).map_err(io)?;
+                std::fs::set_permissions(d.join(&k), std::fs::Permissions::from_mode(mode))
+                    .map_err(io)?;
             }
         } else if let Some(pvc) = &v.persistent_volume_claim {
             let host = claims

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pretrain::dist::auth::Token;
 use pretrain::train::Placement;
 use pretrain_contract::env as names;
 
@@ -22,7 +23,7 @@ pub struct EnvError {
     /// Its value.
     pub value: String,
     /// What is wrong.
-    pub why: &'static str,
+    pub why: String,
 }
 
 /// What a training worker learns from its environment.
@@ -47,7 +48,7 @@ pub struct Worker {
     pub local_world_size: usize,
 }
 
-const READ: [&str; 18] = [
+const READ: [&str; 21] = [
     names::RANK,
     names::WORLD_SIZE,
     names::LOCAL_RANK,
@@ -56,6 +57,9 @@ const READ: [&str; 18] = [
     names::MASTER_ADDR,
     names::MASTER_PORT,
     names::JOB_ID,
+    names::STORE_TOKEN,
+    names::STORE_TOKEN_FILE,
+    names::MASTER_BIND,
     names::ATTEMPT,
     names::RESTART,
     names::RESUME,
@@ -107,7 +111,7 @@ impl Env {
             Some(v) => v.trim().parse().map_err(|_| EnvError {
                 name,
                 value: v.into(),
-                why: "not a valid value",
+                why: "not a valid value".into(),
             }),
         }
     }
@@ -137,10 +141,39 @@ impl Env {
             return Err(EnvError {
                 name,
                 value: secs.to_string(),
-                why: "must be a positive number of seconds",
+                why: "must be a positive number of seconds".into(),
             });
         }
         Ok(Duration::from_secs_f64(secs))
+    }
+
+    /// The job's store token: `PRETRAIN_STORE_TOKEN`, else the file `PRETRAIN_STORE_TOKEN_FILE`
+    /// names, else `None`.
+    pub fn token(&self) -> Result<Option<Token>, EnvError> {
+        if let Some(text) = self.get(names::STORE_TOKEN) {
+            return Token::new(text, names::STORE_TOKEN)
+                .map(Some)
+                .map_err(|e| EnvError {
+                    name: names::STORE_TOKEN,
+                    value: "<secret>".into(),
+                    why: e.to_string(),
+                });
+        }
+        let Some(path) = self.get(names::STORE_TOKEN_FILE) else {
+            return Ok(None);
+        };
+        Token::from_file(std::path::Path::new(path))
+            .map(Some)
+            .map_err(|e| EnvError {
+                name: names::STORE_TOKEN_FILE,
+                value: path.into(),
+                why: e.to_string(),
+            })
+    }
+
+    /// `PRETRAIN_MASTER_BIND`, if set.
+    pub fn master_bind(&self) -> Option<String> {
+        self.get(names::MASTER_BIND).map(String::from)
     }
 
     /// `PRETRAIN_COMM_TIMEOUT` (default 600 s).
@@ -161,7 +194,7 @@ impl Env {
             return Err(EnvError {
                 name: names::RANK,
                 value: rank.to_string(),
-                why: "must be below WORLD_SIZE (start workers with `pretrain launch`)",
+                why: "must be below WORLD_SIZE (start workers with `pretrain launch`)".into(),
             });
         }
         let cluster_timeout = self.parse(names::CLUSTER_TIMEOUT, 300.0f64)?;
@@ -176,6 +209,8 @@ impl Env {
             restart: self.parse(names::RESTART, 0u32)?,
             cluster_timeout: Duration::from_secs_f64(cluster_timeout.max(0.1)),
             hosts_store: rank == 0 && self.get(names::STORE_HOSTED) != Some("1"),
+            master_bind: self.master_bind(),
+            token: if world_size > 1 { self.token()? } else { None },
         };
         Ok(Worker {
             placement,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use pretrain::dist::auth::Token;
 use pretrain::launch::{self, termination, LaunchOptions};
 use pretrain_contract::env as names;
 
@@ -46,6 +47,13 @@ pub struct LaunchArgs {
     /// Job id; launchers and workers of another job are refused [env PRETRAIN_JOB_ID]
     #[arg(long, alias = "job_id")]
     job_id: Option<String>,
+    /// File holding the job's secret store token, the same on every node; a single node
+    /// generates one when none is given [env PRETRAIN_STORE_TOKEN, PRETRAIN_STORE_TOKEN_FILE]
+    #[arg(long, alias = "store_token_file")]
+    store_token_file: Option<PathBuf>,
+    /// Address node 0 binds its store to [env PRETRAIN_MASTER_BIND, default --master-addr]
+    #[arg(long, alias = "master_bind")]
+    master_bind: Option<String>,
     /// Restart the workers of every node up to N times after a retryable failure; they resume
     /// from the newest complete checkpoint
     #[arg(long, alias = "max_restarts", default_value_t = 0)]
@@ -116,7 +124,7 @@ fn hang_limits(a: &LaunchArgs, env: &Env) -> Result<Limits, crate::env::EnvError
             return Err(crate::env::EnvError {
                 name,
                 value: v.to_string(),
-                why: "not a number of seconds (the flag or the variable)",
+                why: "not a number of seconds (the flag or the variable)".into(),
             });
         }
     }
@@ -124,6 +132,25 @@ fn hang_limits(a: &LaunchArgs, env: &Env) -> Result<Limits, crate::env::EnvError
         heartbeat: Duration::from_secs_f64(heartbeat.clamp(1.0, 1e9)),
         progress: (progress > 0.0).then(|| Duration::from_secs_f64(progress.min(1e9))),
     })
+}
+
+/// The job's token: the flag's file, else the environment's, else (one node) a new one.
+fn store_token(a: &LaunchArgs, env: &Env, nnodes: usize) -> Result<Token, String> {
+    if let Some(path) = &a.store_token_file {
+        return Token::from_file(path).map_err(|e| format!("--store-token-file: {e}"));
+    }
+    if let Some(token) = env.token().map_err(|e| e.to_string())? {
+        return Ok(token);
+    }
+    if nnodes > 1 {
+        return Err(format!(
+            "a job of {nnodes} nodes needs a secret store token shared by every node: write \
+             one (e.g. `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > token`), copy \
+             it to every node and pass --store-token-file token (or set \
+             PRETRAIN_STORE_TOKEN_FILE or PRETRAIN_STORE_TOKEN)"
+        ));
+    }
+    Token::generate().map_err(|e| e.to_string())
 }
 
 /// Runs the launcher; returns its exit code.
@@ -138,6 +165,8 @@ pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
         .map_err(bad_env)?;
     // Share the cores between the local workers, as torchrun does with OMP_NUM_THREADS.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nnodes = worker_num / local_worker_num.max(1);
+    let token = store_token(&a, env, nnodes).map_err(invalid)?;
     let opts = LaunchOptions {
         worker_num,
         local_worker_num,
@@ -160,6 +189,8 @@ pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
         job_id: env
             .or(a.job_id.clone(), names::JOB_ID, "pretrain".into())
             .map_err(bad_env)?,
+        token,
+        master_bind: a.master_bind.clone().or_else(|| env.master_bind()),
         max_restarts: a.max_restarts,
         grace: Duration::from_secs_f64(a.grace_period.max(0.0)),
         command: worker_command(&a).map_err(invalid)?,

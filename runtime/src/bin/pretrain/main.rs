@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Preprocess(a) => data::preprocess(a).map_err(data_err),
         Command::Convert(a) => data::convert(a).map_err(data_err),
-        Command::InspectData(a) => data::inspect(a).map_err(data_err),
+        Command::InspectData(a) => data::inspect(a),
         Command::Train(a) => train::run(a, &env),
         Command::Launch(a) => launch(a, &env),
     };

@@ -1,32 +1,40 @@
 //! A TCP key-value store for rendezvous, hosted by the master.
 //!
 //! Wire protocol (all integers little-endian):
-//! - Handshake: the client sends `b"PRETRAIN-STORE"`, `u32` protocol version, `u32` length and
-//!   the job id; the server answers with the same magic, its version, its job id and a status
-//!   byte (0 = accepted) and closes the connection when it refuses.
+//! - Handshake, a challenge-response on the job's [`Token`] ([`super::auth`]): the client sends
+//!   `b"PRETRAIN-STORE"`, `u32` protocol version and its 32-byte nonce; the server answers with
+//!   the same magic, its version (and closes here when the versions differ), its nonce and its
+//!   proof; the client checks that proof, sends its own, and the server answers one status byte
+//!   (0 = accepted) or closes. Neither the token nor the job id is ever sent, and a peer without
+//!   the token learns nothing but the protocol version.
 //! - Then requests and replies are frames: `u32` body length, body. A request body is an op byte
 //!   and its fields (strings and byte strings as `u32` length + bytes); a reply body is a status
 //!   byte (0 = ok, 1 = key missing at the deadline, 2 = refused with a message) and its data.
 //!
-//! The server never trusts its input: oversized or malformed frames drop the connection.
+//! The server never trusts its input: oversized or malformed frames drop the connection, and
+//! connections, keys, value sizes, total bytes and every wait are bounded ([`Limits`]).
 //! Counters ([`StoreClient::add`]) are stored as ASCII decimal, so `get` reads them as text.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::{comm_timeout, Error, Result, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use super::auth::{self, Nonce, Token, PROOF_BYTES};
+use super::{comm_timeout, Error, Result, PROTOCOL_VERSION};
 
 mod server;
-pub use server::StoreServer;
+pub use server::{Limits, StoreServer};
 
 const MAGIC: &[u8; 14] = b"PRETRAIN-STORE";
 /// Longest key (and job id) in bytes.
 const MAX_KEY_BYTES: usize = 4096;
-/// Longest request body: one value of `MAX_FRAME_BYTES` plus its key and the op fields.
-const MAX_BODY_BYTES: usize = MAX_FRAME_BYTES + 2 * MAX_KEY_BYTES;
-/// How long the server waits for a new client's handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest value: rendezvous keeps addresses, counters and short reasons.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Longest request body: one value of `MAX_VALUE_BYTES` plus its key and the op fields.
+const MAX_BODY_BYTES: usize = MAX_VALUE_BYTES + 2 * MAX_KEY_BYTES;
+/// Role labels of the two proofs.
+const SERVER_ROLE: &str = "pretrain-store-server";
+const CLIENT_ROLE: &str = "pretrain-store-client";
 /// Pause between connection attempts to a master that is not up yet.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// Extra time a client gives the server to answer a waiting request after its deadline.
@@ -40,6 +48,8 @@ const OP_WAIT: u8 = 5;
 const ST_OK: u8 = 0;
 const ST_MISSING: u8 = 1;
 const ST_REFUSED: u8 = 2;
+/// How the server's refusal of `add` on a non-counter starts.
+const NOT_A_COUNTER: &[u8] = b"the key holds a value that is not a counter";
 
 /// `now + timeout`, saturating far in the future instead of overflowing.
 /// A wait that says what it waits for every 30 s (a launcher started with the wrong
@@ -94,17 +104,6 @@ fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
-/// Reads a `u32`-length-prefixed string of at most `MAX_KEY_BYTES`.
-fn read_short_str(r: &mut impl Read) -> io::Result<String> {
-    let len = read_u32(r)? as usize;
-    if len > MAX_KEY_BYTES {
-        return Err(invalid(format!("string of {len} bytes")));
-    }
-    let mut b = vec![0u8; len];
-    r.read_exact(&mut b)?;
-    String::from_utf8(b).map_err(|_| invalid("string is not UTF-8"))
-}
-
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
@@ -152,12 +151,19 @@ fn dial(host: &str, port: u16, wait: Duration) -> io::Result<TcpStream> {
 
 impl StoreClient {
     /// Resolves `host` (DNS name or IP) and connects to the store at `host:port`, retrying
-    /// every 100 ms until `timeout` (the master may not be up yet), then does the handshake.
+    /// every 100 ms until `timeout` (the master may not be up yet), then proves `token` and
+    /// checks the store's proof of it for job `job_id`.
     ///
     /// Errors: [`Error::Timeout`] when no connection succeeded in time; [`Error::Handshake`]
-    /// when the server belongs to another job, speaks another protocol version or is not a
-    /// pretrain store.
-    pub fn connect(host: &str, port: u16, job_id: &str, timeout: Duration) -> Result<StoreClient> {
+    /// when the server holds another job's token or id, speaks another protocol version or is
+    /// not a pretrain store.
+    pub fn connect(
+        host: &str,
+        port: u16,
+        job_id: &str,
+        token: &Token,
+        timeout: Duration,
+    ) -> Result<StoreClient> {
         let target = format!("{host}:{port}");
         if job_id.len() > MAX_KEY_BYTES {
             return Err(Error::Handshake(format!(
@@ -166,28 +172,7 @@ impl StoreClient {
             )));
         }
         let deadline = deadline_after(timeout);
-        let mut note = Note::new(timeout);
-        let mut stream = loop {
-            match dial(host, port, left(deadline)) {
-                Ok(s) => break s,
-                Err(e) if left(deadline).is_zero() => {
-                    return Err(Error::Timeout {
-                        what: format!("the master at {target} (last attempt: {e})"),
-                        secs: timeout.as_secs_f64(),
-                    })
-                }
-                Err(e) => {
-                    tracing::debug!("store at {target} not reachable yet: {e}");
-                    note.due(|waited, of| {
-                        tracing::info!(
-                            "still waiting for the master's store at {target} ({waited:.0} s of \
-                             {of:.0} s): {e}"
-                        )
-                    });
-                }
-            }
-            std::thread::sleep(RETRY_EVERY.min(left(deadline)));
-        };
+        let mut stream = dial_until(host, port, &target, timeout, deadline)?;
         let io_err = |what: &str| {
             let what = format!("{what} the store at {target}");
             move |source| Error::Io { what, source }
@@ -195,43 +180,14 @@ impl StoreClient {
         let wait = left(deadline).max(Duration::from_secs(5));
         stream
             .set_nodelay(true)
-            .map_err(io_err("configuring the connection to"))?;
-        stream
-            .set_read_timeout(Some(wait))
-            .map_err(io_err("configuring the connection to"))?;
-        stream
-            .set_write_timeout(Some(wait))
+            .and_then(|()| stream.set_read_timeout(Some(wait)))
+            .and_then(|()| stream.set_write_timeout(Some(wait)))
             .map_err(io_err("configuring the connection to"))?;
         let local_ip = stream
             .local_addr()
             .map_err(io_err("reading the local address of"))?
             .ip();
-        let mut hello = MAGIC.to_vec();
-        hello.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-        put_bytes(&mut hello, job_id.as_bytes());
-        stream
-            .write_all(&hello)
-            .map_err(|e| handshake_err(&target, e, wait))?;
-        let (version, their_job, status) =
-            read_welcome(&mut stream).map_err(|e| handshake_err(&target, e, wait))?;
-        if version != PROTOCOL_VERSION {
-            return Err(Error::Handshake(format!(
-                "the store at {target} speaks protocol version {version}, this process speaks \
-                 {PROTOCOL_VERSION}; run the same pretrain version on every node"
-            )));
-        }
-        if their_job != job_id {
-            return Err(Error::Handshake(format!(
-                "the store at {target} belongs to job '{their_job}', not '{job_id}'; another \
-                 job's master holds this address: give each job its own --master-port (or \
-                 stop the stale job)"
-            )));
-        }
-        if status != ST_OK {
-            return Err(Error::Handshake(format!(
-                "the store at {target} refused job '{job_id}'"
-            )));
-        }
+        client_handshake(&mut stream, &target, job_id, token, wait)?;
         tracing::debug!(%target, %local_ip, "connected to the store");
         Ok(StoreClient {
             stream,
@@ -243,14 +199,15 @@ impl StoreClient {
 
     /// Stores `value` under `key` (replacing any previous value) and wakes its waiters.
     pub fn set(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        if value.len() > MAX_FRAME_BYTES {
-            return Err(too_long("value", key, value.len(), MAX_FRAME_BYTES));
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(too_long("value", key, value.len(), MAX_VALUE_BYTES));
         }
         let mut req = self.request(OP_SET, key)?;
         put_bytes(&mut req, value);
         let reply = self.call(&req, comm_timeout())?;
-        match reply.first() {
-            Some(&ST_OK) => Ok(()),
+        match reply.split_first() {
+            Some((&ST_OK, [])) => Ok(()),
+            Some((&ST_REFUSED, msg)) => Err(self.refused(key, msg)),
             _ => Err(self.bad_reply()),
         }
     }
@@ -293,10 +250,10 @@ impl StoreClient {
                 Ok(b) => Ok(i64::from_le_bytes(b)),
                 Err(_) => Err(self.bad_reply()),
             },
-            Some((&ST_REFUSED, msg)) => Err(Error::Mismatch(format!(
-                "store key '{key}': {}",
-                String::from_utf8_lossy(msg)
-            ))),
+            Some((&ST_REFUSED, msg)) if msg.starts_with(NOT_A_COUNTER) => Err(Error::Mismatch(
+                format!("store key '{key}': {}", String::from_utf8_lossy(msg)),
+            )),
+            Some((&ST_REFUSED, msg)) => Err(self.refused(key, msg)),
             _ => Err(self.bad_reply()),
         }
     }
@@ -423,6 +380,16 @@ impl StoreClient {
         }
     }
 
+    /// The store's refusal of a request on `key` (a limit reached).
+    fn refused(&self, key: &str, msg: &[u8]) -> Error {
+        let key: String = key.chars().take(64).collect();
+        Error::Refused(format!(
+            "the store at {} refused key '{key}': {}",
+            self.target,
+            String::from_utf8_lossy(msg)
+        ))
+    }
+
     /// Marks the connection unusable after a reply that does not fit the protocol.
     fn bad_reply(&mut self) -> Error {
         let detail = format!("the store at {} sent a malformed reply", self.target);
@@ -431,23 +398,92 @@ impl StoreClient {
     }
 }
 
-/// Reads the server's handshake answer: version, job id, status.
-fn read_welcome(s: &mut TcpStream) -> io::Result<(u32, String, u8)> {
+/// Connects to `host:port`, retrying every 100 ms until `deadline` and saying every 30 s
+/// what it waits for.
+fn dial_until(
+    host: &str,
+    port: u16,
+    target: &str,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<TcpStream> {
+    let mut note = Note::new(timeout);
+    loop {
+        match dial(host, port, left(deadline)) {
+            Ok(s) => return Ok(s),
+            Err(e) if left(deadline).is_zero() => {
+                return Err(Error::Timeout {
+                    what: format!("the master at {target} (last attempt: {e})"),
+                    secs: timeout.as_secs_f64(),
+                })
+            }
+            Err(e) => {
+                tracing::debug!("store at {target} not reachable yet: {e}");
+                note.due(|waited, of| {
+                    tracing::info!(
+                        "still waiting for the master's store at {target} ({waited:.0} s of \
+                         {of:.0} s): {e}"
+                    )
+                });
+            }
+        }
+        std::thread::sleep(RETRY_EVERY.min(left(deadline)));
+    }
+}
+
+/// The client's side of the handshake (see the module docs).
+fn client_handshake(
+    s: &mut TcpStream,
+    target: &str,
+    job: &str,
+    token: &Token,
+    wait: Duration,
+) -> Result<()> {
+    let ours = auth::nonce().map_err(|e| Error::Io {
+        what: "drawing a handshake nonce".into(),
+        source: io::Error::other(e),
+    })?;
+    let fail = |e| handshake_err(target, e, wait);
+    s.write_all(&[&MAGIC[..], &PROTOCOL_VERSION.to_le_bytes(), &ours].concat())
+        .map_err(fail)?;
     let mut magic = [0u8; MAGIC.len()];
-    s.read_exact(&mut magic)?;
+    s.read_exact(&mut magic).map_err(fail)?;
     if &magic != MAGIC {
-        return Err(invalid(
+        return Err(fail(invalid(
             "it answered with something other than a pretrain store handshake",
-        ));
+        )));
     }
-    let version = read_u32(s)?;
+    let version = read_u32(s).map_err(fail)?;
     if version != PROTOCOL_VERSION {
-        return Ok((version, String::new(), ST_REFUSED));
+        return Err(Error::Handshake(format!(
+            "the store at {target} speaks protocol version {version}, this process speaks \
+             {PROTOCOL_VERSION}; run the same pretrain version on every node"
+        )));
     }
-    let job = read_short_str(s)?;
+    let mut theirs: Nonce = [0; PROOF_BYTES];
+    let mut their_proof = [0u8; PROOF_BYTES];
+    s.read_exact(&mut theirs)
+        .and_then(|()| s.read_exact(&mut their_proof))
+        .map_err(fail)?;
+    let parts: [&[u8]; 2] = [&ours, &theirs];
+    if !auth::verify(token, SERVER_ROLE, version, job, &parts, &their_proof) {
+        return Err(Error::Handshake(format!(
+            "the store at {target} cannot prove it holds this job's token for job '{job}': it \
+             is another job's store (give each job its own --master-port, or stop the stale \
+             job), or the processes were given different tokens (every process of a job needs \
+             the same PRETRAIN_STORE_TOKEN or PRETRAIN_STORE_TOKEN_FILE)"
+        )));
+    }
+    let proof = auth::proof(token, CLIENT_ROLE, version, job, &parts);
+    s.write_all(&proof).map_err(fail)?;
     let mut status = [0u8; 1];
-    s.read_exact(&mut status)?;
-    Ok((version, job, status[0]))
+    s.read_exact(&mut status).map_err(fail)?;
+    if status[0] != ST_OK {
+        return Err(Error::Handshake(format!(
+            "the store at {target} refused this process's proof of the job's token"
+        )));
+    }
+    Ok(())
 }
 
 fn handshake_err(target: &str, e: io::Error, wait: Duration) -> Error {

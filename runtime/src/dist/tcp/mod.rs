@@ -17,6 +17,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::auth::{self, Nonce, Token, PROOF_BYTES};
 use super::store::{deadline_after, left, StoreClient};
 use super::{comm_timeout, Error, Result, PROTOCOL_VERSION};
 #[cfg(doc)]
@@ -30,27 +31,42 @@ use peer::Peer;
 
 const MAGIC: &[u8; 13] = b"PRETRAIN-MESH";
 const MAX_JOB_BYTES: usize = 4096;
+/// Role labels of the two proofs of a mesh handshake.
+const CONNECT_ROLE: &str = "pretrain-mesh-connect";
+const ACCEPT_ROLE: &str = "pretrain-mesh-accept";
+/// Time a connection to a rank's mesh port has for its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What one rank tells another when they connect.
+/// What one rank tells another when they connect: then each proves the job's token with an
+/// HMAC over both hellos ([`auth`]); neither the token nor the job id is sent.
 struct Hello {
     version: u32,
     rank: usize,
     world: usize,
-    job: String,
+    nonce: Nonce,
 }
 
 impl Hello {
+    /// This rank's hello, with a fresh nonce.
+    fn new(rank: usize, world: usize) -> Result<Hello> {
+        let nonce = auth::nonce().map_err(|e| Error::Io {
+            what: "drawing a handshake nonce".into(),
+            source: io::Error::other(e),
+        })?;
+        Ok(Hello {
+            version: PROTOCOL_VERSION,
+            rank,
+            world,
+            nonce,
+        })
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut b = MAGIC.to_vec();
-        for v in [
-            self.version,
-            self.rank as u32,
-            self.world as u32,
-            self.job.len() as u32,
-        ] {
+        for v in [self.version, self.rank as u32, self.world as u32] {
             b.extend_from_slice(&v.to_le_bytes());
         }
-        b.extend_from_slice(self.job.as_bytes());
+        b.extend_from_slice(&self.nonce);
         b
     }
 
@@ -72,48 +88,58 @@ impl Hello {
             version,
             rank: 0,
             world: 0,
-            job: String::new(),
+            nonce: [0; PROOF_BYTES],
         };
         if version != PROTOCOL_VERSION {
             return Ok(Some(hello));
         }
         hello.rank = word()? as usize;
         hello.world = word()? as usize;
-        let len = word()? as usize;
-        if len > MAX_JOB_BYTES {
-            return Ok(None);
-        }
-        let mut job = vec![0u8; len];
-        s.read_exact(&mut job)?;
-        hello.job = String::from_utf8_lossy(&job).into_owned();
+        s.read_exact(&mut hello.nonce)?;
         Ok(Some(hello))
     }
 
-    /// Checks that `got` (from `who`) belongs to the same job, protocol and world as `self`.
-    fn check(&self, got: &Hello, who: &str) -> Result<()> {
-        let me = self.rank;
+    /// Checks that `got` (from `who`) speaks the same protocol as `self`.
+    fn check_version(&self, got: &Hello, who: &str) -> Result<()> {
         if got.version != self.version {
             return Err(Error::Handshake(format!(
-                "{who} speaks mesh protocol version {}, rank {me} speaks {}; run the same \
+                "{who} speaks mesh protocol version {}, rank {} speaks {}; run the same \
                  pretrain version on every node",
-                got.version, self.version
-            )));
-        }
-        if got.job != self.job {
-            return Err(Error::Handshake(format!(
-                "{who} belongs to job '{}', rank {me} to job '{}'; the store holds another \
-                 job's addresses (use a fresh prefix or master port per job)",
-                got.job, self.job
-            )));
-        }
-        if got.world != self.world {
-            return Err(Error::Handshake(format!(
-                "{who} has world size {}, rank {me} has world size {}; every rank must be \
-                 started with the same world size",
-                got.world, self.world
+                got.version, self.rank, self.version
             )));
         }
         Ok(())
+    }
+
+    /// Checks that `got` (from `who`, which proved the token) has the same world as `self`.
+    fn check_world(&self, got: &Hello, who: &str) -> Result<()> {
+        if got.world != self.world {
+            return Err(Error::Handshake(format!(
+                "{who} has world size {}, rank {} has world size {}; every rank must be \
+                 started with the same world size",
+                got.world, self.rank, self.world
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The job's token and id, which every mesh handshake proves.
+struct Secret<'a> {
+    token: &'a Token,
+    job: &'a str,
+}
+
+impl Secret<'_> {
+    /// The proof of `role` over the connecting and accepting hellos.
+    fn proof(&self, role: &str, connect: &Hello, accept: &Hello) -> Nonce {
+        let parts: [&[u8]; 2] = [&connect.encode(), &accept.encode()];
+        auth::proof(self.token, role, PROTOCOL_VERSION, self.job, &parts)
+    }
+
+    fn verify(&self, role: &str, connect: &Hello, accept: &Hello, got: &[u8]) -> bool {
+        let parts: [&[u8]; 2] = [&connect.encode(), &accept.encode()];
+        auth::verify(self.token, role, PROTOCOL_VERSION, self.job, &parts, got)
     }
 }
 
@@ -139,17 +165,19 @@ pub struct Mesh {
 
 impl Mesh {
     /// Connects rank `rank` of `world` to every other rank; every rank calls this with the
-    /// same `prefix` (fresh for each mesh made through one store) and `job_id`.
+    /// same `prefix` (fresh for each mesh made through one store), `job_id` and `token`.
     ///
     /// Listens on an ephemeral port of [`StoreClient::local_ip`], publishes `"ip:port"` under
     /// `"<prefix>/addr/<rank>"`, connects to every lower rank and accepts every higher one (one
-    /// connection per pair), with a handshake that checks protocol version, job id, rank and
-    /// world size ([`Error::Handshake`] naming both values on a mismatch). Every wait is bounded
-    /// by `timeout`; collectives then wait at most [`comm_timeout`].
+    /// connection per pair), with a handshake that checks protocol version, rank and world size
+    /// and in which both sides prove the job's token ([`Error::Handshake`] on a mismatch; a
+    /// connection to the port that cannot prove it is dropped). Every wait is bounded by
+    /// `timeout`; collectives then wait at most [`comm_timeout`].
     pub fn connect(
         store: &mut StoreClient,
         prefix: &str,
         job_id: &str,
+        token: &Token,
         rank: usize,
         world: usize,
         timeout: Duration,
@@ -181,12 +209,7 @@ impl Mesh {
             &format!("{prefix}/addr/{rank}"),
             addr.to_string().as_bytes(),
         )?;
-        let me = Hello {
-            version: PROTOCOL_VERSION,
-            rank,
-            world,
-            job: job_id.to_string(),
-        };
+        let secret = Secret { token, job: job_id };
         for (q, slot) in peers.iter_mut().enumerate().take(rank) {
             let key = format!("{prefix}/addr/{q}");
             let value = store.get(&key, left(deadline))?;
@@ -194,39 +217,12 @@ impl Mesh {
                 .ok()
                 .and_then(|t| t.parse().ok())
                 .ok_or_else(|| Error::Handshake(format!("store key '{key}' is not an address")))?;
-            let mut s = loop {
-                let wait = left(deadline).max(Duration::from_millis(1));
-                match TcpStream::connect_timeout(&peer_addr, wait) {
-                    Ok(s) => break s,
-                    Err(e) if left(deadline).is_zero() => {
-                        return Err(Error::Timeout {
-                            what: format!("a connection to rank {q} at {peer_addr} ({e})"),
-                            secs,
-                        })
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            };
-            let wait = Some(left(deadline).max(Duration::from_millis(1)));
-            let on_io = handshake_io(q, secs);
-            s.set_read_timeout(wait)
-                .and_then(|()| s.set_write_timeout(wait))
-                .map_err(&on_io)?;
-            s.write_all(&me.encode()).map_err(&on_io)?;
-            let who = format!("rank {q} at {peer_addr}");
-            let got = Hello::read(&mut s)
-                .map_err(&on_io)?
-                .ok_or_else(|| Error::Handshake(format!("{who} is not a pretrain mesh peer")))?;
-            me.check(&got, &who)?;
-            if got.rank != q {
-                return Err(Error::Handshake(format!(
-                    "the address published for rank {q} ({peer_addr}) answered as rank {}",
-                    got.rank
-                )));
-            }
+            let s = connect_to(&secret, rank, world, q, peer_addr, deadline, secs)?;
             *slot = Some(Arc::new(Peer::new(q, s, comm)?));
         }
-        accept_peers(&listener, &me, &mut peers, deadline, secs, comm)?;
+        accept_peers(
+            &listener, &secret, rank, world, &mut peers, deadline, secs, comm,
+        )?;
         tracing::debug!(rank, world, %addr, "mesh connected");
         Ok(Mesh { rank, world, peers })
     }
@@ -267,10 +263,117 @@ impl Mesh {
     }
 }
 
-/// Accepts and checks a connection from every rank above `me.rank`.
+/// Connects to rank `q` at `addr` and does the connecting side of the handshake.
+fn connect_to(
+    secret: &Secret,
+    rank: usize,
+    world: usize,
+    q: usize,
+    addr: SocketAddr,
+    deadline: Instant,
+    secs: f64,
+) -> Result<TcpStream> {
+    let mut s = loop {
+        let wait = left(deadline).max(Duration::from_millis(1));
+        match TcpStream::connect_timeout(&addr, wait) {
+            Ok(s) => break s,
+            Err(e) if left(deadline).is_zero() => {
+                return Err(Error::Timeout {
+                    what: format!("a connection to rank {q} at {addr} ({e})"),
+                    secs,
+                })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let wait = Some(left(deadline).max(Duration::from_millis(1)));
+    let on_io = handshake_io(q, secs);
+    s.set_read_timeout(wait)
+        .and_then(|()| s.set_write_timeout(wait))
+        .map_err(&on_io)?;
+    let me = Hello::new(rank, world)?;
+    s.write_all(&me.encode()).map_err(&on_io)?;
+    let who = format!("rank {q} at {addr}");
+    let got = Hello::read(&mut s)
+        .map_err(&on_io)?
+        .ok_or_else(|| Error::Handshake(format!("{who} is not a pretrain mesh peer")))?;
+    me.check_version(&got, &who)?;
+    let mut proof = [0u8; PROOF_BYTES];
+    s.read_exact(&mut proof).map_err(&on_io)?;
+    if !secret.verify(ACCEPT_ROLE, &me, &got, &proof) {
+        return Err(Error::Handshake(format!(
+            "{who} cannot prove it holds this job's token for job '{}': the store holds \
+             another job's addresses (use a fresh master port per job), or the ranks were \
+             given different tokens",
+            secret.job
+        )));
+    }
+    me.check_world(&got, &who)?;
+    if got.rank != q {
+        return Err(Error::Handshake(format!(
+            "the address published for rank {q} ({addr}) answered as rank {}",
+            got.rank
+        )));
+    }
+    s.write_all(&secret.proof(CONNECT_ROLE, &me, &got))
+        .map_err(&on_io)?;
+    Ok(s)
+}
+
+/// The accepting side of one handshake: the peer's hello once it proved the token, `Ok(None)`
+/// for a connection that is not a peer of this job (dropped with a warning).
+fn accept_one(
+    s: &mut TcpStream,
+    from: SocketAddr,
+    secret: &Secret,
+    me: &Hello,
+    deadline: Instant,
+) -> Result<Option<Hello>> {
+    let wait = Some(left(deadline).clamp(Duration::from_millis(1), HANDSHAKE_TIMEOUT));
+    let got = s
+        .set_nonblocking(false)
+        .and_then(|()| s.set_read_timeout(wait))
+        .and_then(|()| s.set_write_timeout(wait))
+        .and_then(|()| Hello::read(s));
+    let got = match got {
+        Ok(Some(got)) => got,
+        Ok(None) => {
+            tracing::warn!(%from, "dropped a connection that is not a pretrain mesh peer");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!(%from, "dropped a mesh connection during its handshake: {e}");
+            return Ok(None);
+        }
+    };
+    let who = format!("rank {} at {from}", got.rank);
+    if got.version != me.version {
+        let _ = s.write_all(&me.encode());
+        me.check_version(&got, &who)?;
+    }
+    let mut proof = [0u8; PROOF_BYTES];
+    let answered = s
+        .write_all(&[me.encode(), secret.proof(ACCEPT_ROLE, &got, me).to_vec()].concat())
+        .and_then(|()| s.read_exact(&mut proof));
+    if let Err(e) = answered {
+        tracing::warn!(%from, "dropped a mesh connection during its handshake: {e}");
+        return Ok(None);
+    }
+    if !secret.verify(CONNECT_ROLE, &got, me, &proof) {
+        tracing::warn!(%from, "dropped a mesh connection that cannot prove the job's token");
+        return Ok(None);
+    }
+    me.check_world(&got, &who)?;
+    Ok(Some(got))
+}
+
+/// Accepts and checks a connection from every rank above `rank`.
+#[allow(clippy::too_many_arguments)]
 fn accept_peers(
     listener: &TcpListener,
-    me: &Hello,
+    secret: &Secret,
+    rank: usize,
+    world: usize,
     peers: &mut [Option<Arc<Peer>>],
     deadline: Instant,
     secs: f64,
@@ -282,9 +385,7 @@ fn accept_peers(
     };
     listener.set_nonblocking(true).map_err(io_err)?;
     let missing = |peers: &[Option<Arc<Peer>>]| -> Vec<usize> {
-        (me.rank + 1..me.world)
-            .filter(|&q| peers[q].is_none())
-            .collect()
+        (rank + 1..world).filter(|&q| peers[q].is_none()).collect()
     };
     loop {
         let waiting = missing(peers);
@@ -310,31 +411,15 @@ fn accept_peers(
             }
             Err(e) => return Err(io_err(e)),
         };
-        let wait = Some(left(deadline).max(Duration::from_millis(1)));
-        let got = s
-            .set_nonblocking(false)
-            .and_then(|()| s.set_read_timeout(wait))
-            .and_then(|()| s.set_write_timeout(wait))
-            .and_then(|()| Hello::read(&mut s));
-        let got = match got {
-            Ok(Some(got)) => got,
-            Ok(None) => {
-                tracing::warn!(%from, "dropped a connection that is not a pretrain mesh peer");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(%from, "dropped a mesh connection during its handshake: {e}");
-                continue;
-            }
+        let me = Hello::new(rank, world)?;
+        let Some(got) = accept_one(&mut s, from, secret, &me, deadline)? else {
+            continue;
         };
-        s.write_all(&me.encode())
-            .map_err(handshake_io(got.rank, secs))?;
-        let who = format!("rank {} at {from}", got.rank);
-        me.check(&got, &who)?;
         if !waiting.contains(&got.rank) {
             return Err(Error::Handshake(format!(
-                "rank {} got a mesh connection from {who}, expected one of ranks {waiting:?}",
-                me.rank
+                "rank {rank} got a mesh connection from rank {} at {from}, expected one of \
+                 ranks {waiting:?}",
+                got.rank
             )));
         }
         peers[got.rank] = Some(Arc::new(Peer::new(got.rank, s, comm)?));

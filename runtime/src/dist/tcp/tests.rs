@@ -2,6 +2,7 @@
 use super::group::BUCKET;
 use super::peer::FRAME_ELEMS;
 use super::*;
+use crate::dist::auth::Token;
 use crate::dist::store::StoreServer;
 use crate::dist::Communicator;
 use std::time::Instant;
@@ -9,26 +10,40 @@ use std::time::Instant;
 const JOB: &str = "job-m";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Runs `f(mesh)` on `world` threads connected through a fresh store; results by rank.
-fn run_world<T: Send>(world: usize, f: impl Fn(Mesh) -> T + Sync) -> Vec<T> {
-    run_world_jobs(&vec![JOB; world], |r| f(r.expect("mesh connects")))
+fn token() -> Token {
+    Token::new("mesh-test-token-0123456789", "test").expect("token")
 }
 
-/// Like `run_world`, with a mesh job id per rank, handing over the connect result.
-fn run_world_jobs<T: Send>(jobs: &[&str], f: impl Fn(Result<Mesh>) -> T + Sync) -> Vec<T> {
+/// Runs `f(mesh)` on `world` threads connected through a fresh store; results by rank.
+fn run_world<T: Send>(world: usize, f: impl Fn(Mesh) -> T + Sync) -> Vec<T> {
+    let t = token();
+    run_world_jobs(&vec![(JOB, &t); world], WAIT, |r| {
+        f(r.expect("mesh connects"))
+    })
+}
+
+/// Like `run_world`, with a mesh job id and token per rank, handing over the connect result.
+fn run_world_jobs<T: Send>(
+    jobs: &[(&str, &Token)],
+    wait: Duration,
+    f: impl Fn(Result<Mesh>) -> T + Sync,
+) -> Vec<T> {
     let world = jobs.len();
-    let server = StoreServer::start("127.0.0.1", 0, JOB).expect("store starts");
+    let store_token = token();
+    let server = StoreServer::start("127.0.0.1", 0, JOB, &store_token).expect("store starts");
     let port = server.addr().port();
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .iter()
             .enumerate()
-            .map(|(rank, job)| {
-                let f = &f;
+            .map(|(rank, &(job, mesh_token))| {
+                let (f, store_token) = (&f, &store_token);
                 s.spawn(move || {
-                    let mut store =
-                        StoreClient::connect("127.0.0.1", port, JOB, WAIT).expect("store client");
-                    f(Mesh::connect(&mut store, "mesh", job, rank, world, WAIT))
+                    let mut store = StoreClient::connect("127.0.0.1", port, JOB, store_token, WAIT)
+                        .expect("store client");
+                    f(Mesh::connect(
+                        &mut store, "mesh", job, mesh_token, rank, world, wait,
+                    ))
                 })
             })
             .collect();
@@ -344,31 +359,92 @@ fn a_dead_peer_is_lost_promptly() {
 }
 
 #[test]
-fn another_job_in_the_mesh_is_rejected() {
-    let results = run_world_jobs(&["job-x", "job-y"], |r| r.err());
-    for result in results {
-        match result {
+fn another_job_or_token_in_the_mesh_is_rejected() {
+    let (t, other) = (
+        token(),
+        Token::new("another-token-0123456789", "test").expect("token"),
+    );
+    for jobs in [[("job-x", &t), ("job-y", &t)], [(JOB, &t), (JOB, &other)]] {
+        let results = run_world_jobs(&jobs, Duration::from_secs(2), |r| r.err());
+        // Rank 1 connects and finds that rank 0 cannot prove its token; rank 0 drops the
+        // connection that cannot prove its own, and times out.
+        match &results[1] {
             Some(Error::Handshake(msg)) => {
-                assert!(msg.contains("'job-x'") && msg.contains("'job-y'"), "{msg}")
+                assert!(
+                    msg.contains("cannot prove it holds this job's token"),
+                    "{msg}"
+                );
+                assert!(!msg.contains(t.as_text()) && !msg.contains(other.as_text()));
             }
-            other => panic!("expected a handshake error, got {other:?}"),
+            r => panic!("expected a handshake error, got {r:?}"),
         }
+        assert!(
+            matches!(results[0], Some(Error::Timeout { .. })),
+            "{:?}",
+            results[0]
+        );
     }
 }
 
 #[test]
+fn strangers_at_a_mesh_port_are_dropped() {
+    // A peer that connects to rank 0's mesh port and sends junk, or a hello without a valid
+    // proof, is dropped; the real rank 1 still gets in.
+    let t = token();
+    let server = StoreServer::start("127.0.0.1", 0, JOB, &t).expect("store starts");
+    let port = server.addr().port();
+    std::thread::scope(|s| {
+        let rank0 = s.spawn(|| {
+            let mut store = StoreClient::connect("127.0.0.1", port, JOB, &t, WAIT).expect("store");
+            let mesh = Mesh::connect(&mut store, "m", JOB, &t, 0, 2, WAIT)?;
+            world_group(&mesh).barrier()?;
+            Ok::<_, Error>(mesh.world())
+        });
+        let mut store = StoreClient::connect("127.0.0.1", port, JOB, &t, WAIT).expect("store");
+        let addr = store.get("m/addr/0", WAIT).expect("rank 0 published");
+        let addr: SocketAddr = std::str::from_utf8(&addr)
+            .expect("utf8")
+            .parse()
+            .expect("addr");
+        let mut junk = TcpStream::connect(addr).expect("connect");
+        junk.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("junk");
+        let mut forger = TcpStream::connect(addr).expect("connect");
+        let hello = Hello::new(1, 2).expect("hello");
+        forger.write_all(&hello.encode()).expect("hello");
+        let mut answer = vec![0u8; hello.encode().len() + PROOF_BYTES];
+        forger
+            .read_exact(&mut answer)
+            .expect("rank 0 answers a hello");
+        forger
+            .write_all(&[0u8; PROOF_BYTES])
+            .expect("a wrong proof");
+        let mesh = Mesh::connect(&mut store, "m", JOB, &t, 1, 2, WAIT).expect("rank 1 joins");
+        world_group(&mesh).barrier().expect("barrier");
+        assert_eq!(rank0.join().expect("thread").expect("rank 0 joins"), 2);
+        let mut sink = Vec::new();
+        forger.set_read_timeout(Some(WAIT)).expect("timeout");
+        assert_eq!(
+            forger.read_to_end(&mut sink).expect("closed"),
+            0,
+            "the forger is dropped"
+        );
+    });
+}
+
+#[test]
 fn a_missing_rank_times_out() {
-    let server = StoreServer::start("127.0.0.1", 0, JOB).expect("store starts");
-    let mut store =
-        StoreClient::connect("127.0.0.1", server.addr().port(), JOB, WAIT).expect("store client");
+    let t = token();
+    let server = StoreServer::start("127.0.0.1", 0, JOB, &t).expect("store starts");
+    let mut store = StoreClient::connect("127.0.0.1", server.addr().port(), JOB, &t, WAIT)
+        .expect("store client");
     let t0 = Instant::now();
-    let result = Mesh::connect(&mut store, "m", JOB, 0, 2, Duration::from_millis(300));
+    let result = Mesh::connect(&mut store, "m", JOB, &t, 0, 2, Duration::from_millis(300));
     assert!(
         matches!(result, Err(Error::Timeout { .. })),
         "{:?}",
         result.err()
     );
-    let result = Mesh::connect(&mut store, "m2", JOB, 1, 2, Duration::from_millis(300));
+    let result = Mesh::connect(&mut store, "m2", JOB, &t, 1, 2, Duration::from_millis(300));
     assert!(
         matches!(result, Err(Error::Timeout { .. })),
         "{:?}",
@@ -376,17 +452,18 @@ fn a_missing_rank_times_out() {
     );
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert!(matches!(
-        Mesh::connect(&mut store, "m3", JOB, 2, 2, WAIT),
+        Mesh::connect(&mut store, "m3", JOB, &t, 2, 2, WAIT),
         Err(Error::Mismatch(_))
     ));
 }
 
 #[test]
 fn solo_mesh_is_identity() {
-    let server = StoreServer::start("127.0.0.1", 0, JOB).expect("store starts");
-    let mut store =
-        StoreClient::connect("127.0.0.1", server.addr().port(), JOB, WAIT).expect("store client");
-    let mesh = Mesh::connect(&mut store, "solo", JOB, 0, 1, WAIT).expect("mesh");
+    let t = token();
+    let server = StoreServer::start("127.0.0.1", 0, JOB, &t).expect("store starts");
+    let mut store = StoreClient::connect("127.0.0.1", server.addr().port(), JOB, &t, WAIT)
+        .expect("store client");
+    let mesh = Mesh::connect(&mut store, "solo", JOB, &t, 0, 1, WAIT).expect("mesh");
     let mut g = mesh.group(&[0]).expect("group");
     let mut x = vec![1.5; 3];
     g.all_reduce_sum(&mut x).expect("identity");
