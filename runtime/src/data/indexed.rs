@@ -375,7 +375,7 @@ impl IndexedDataset {
     }
 
     /// The first sequence holding a token id outside `0..vocab`, with that id, or `None`;
-    /// scans the whole `.bin` (in parallel, a few GB/s).
+    /// scans the whole `.bin`, sequences in parallel.
     pub fn find_token_outside(&self, vocab: u64) -> Result<Option<(usize, i64)>> {
         use rayon::prelude::*;
         let bad = (0..self.sequence_count)
