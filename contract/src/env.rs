@@ -27,6 +27,9 @@ pub const STORE_TOKEN: &str = "PRETRAIN_STORE_TOKEN";
 /// The address node 0 binds its store to (default: `MASTER_ADDR`); the operator sets the
 /// pod's IP.
 pub const MASTER_BIND: &str = "PRETRAIN_MASTER_BIND";
+/// The port on which node 0's launcher serves `GET /progress` (the operator sets
+/// `masterPort + 1`); unset: no progress endpoint.
+pub const PROGRESS_PORT: &str = "PRETRAIN_PROGRESS_PORT";
 /// The job's UID.
 pub const JOB_UID: &str = "PRETRAIN_JOB_UID";
 /// 1 for the first gang, +1 for each gang restart: keeps rendezvous keys of attempts apart.

@@ -21,13 +21,14 @@ use tracing::{info, instrument, warn};
 
 use crate::crd::{Phase, PretrainJob, PretrainJobStatus};
 use crate::metrics::Metrics;
-use crate::observe::PodView;
-use crate::resources::env::{rank_table_enabled, PodSlot};
+use crate::observe::{self, PodView};
+use crate::resources::env::{self, rank_table_enabled, PodSlot};
 use crate::resources::{
     self, config_map, pod, pod_group, rank_table, service, store_access, LABEL_JOB, MANAGER,
 };
 use crate::status::{self, Action, Outcome};
 use crate::validate::{self, ConfigSource};
+use pretrain_contract::progress::ProgressReport;
 
 /// Reconcile errors; the variant name is the `kind` label of the error metric.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,10 @@ pub struct Context {
     pub network_policy: bool,
     /// UIDs of the jobs whose store-token Secret is known to exist.
     tokens: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When each running job's progress was last read (by UID).
+    polled: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// How often a running job's progress is read (`--progress-interval`).
+    pub progress_interval: Duration,
 }
 
 impl Context {
@@ -85,7 +90,15 @@ impl Context {
             metrics,
             network_policy: true,
             tokens: Default::default(),
+            polled: Default::default(),
+            progress_interval: status::PROGRESS_POLL,
         }
+    }
+
+    /// How often a running job's progress is read (default 10 s).
+    pub fn with_progress_interval(mut self, every: Duration) -> Self {
+        self.progress_interval = every;
+        self
     }
 
     /// Whether jobs get their rendezvous NetworkPolicy (on by default).
@@ -363,12 +376,14 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
 
     let pods = list_pods(job, &ns, ctx).await?;
     let views: Vec<PodView> = pods.iter().filter_map(PodView::from_pod).collect();
+    let progress = read_progress(job, ctx, &current, &views).await;
     let outcome = status::decide(
         &job.name_any(),
         &job.spec,
         generation,
         &current,
         &views,
+        progress.as_ref(),
         now,
     );
 
@@ -383,10 +398,13 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
     }
     publish(ctx, job, &outcome).await;
     act(job, &ns, ctx, &outcome.action).await?;
-    Ok(match outcome.requeue_after {
-        Some(d) => Requeue::requeue(d.min(Duration::from_secs(300))),
-        None => Requeue::requeue(Duration::from_secs(300)),
-    })
+    // A running job is looked at again when its progress is due.
+    let requeue = match outcome.requeue_after {
+        Some(d) if outcome.status.phase == Phase::Running => d.min(ctx.progress_interval),
+        Some(d) => d,
+        None => Duration::from_secs(300),
+    };
+    Ok(Requeue::requeue(requeue.min(Duration::from_secs(300))))
 }
 
 /// Writes the `Invalid` status of a spec that failed validation and publishes its Event;
@@ -463,6 +481,36 @@ async fn apply_children(
         apply_rank_table(job, ns, ctx, attempt, pods).await?;
     }
     Ok(())
+}
+
+/// Node 0's progress report, read at most once per poll interval per job and only while the
+/// job runs: one small HTTP request to its launcher, no API write unless the status changes.
+async fn read_progress(
+    job: &PretrainJob,
+    ctx: &Context,
+    current: &PretrainJobStatus,
+    pods: &[PodView],
+) -> Option<ProgressReport> {
+    let uid = job.uid().unwrap_or_default();
+    if current.phase != Phase::Running {
+        lock(&ctx.polled).remove(&uid);
+        return None;
+    }
+    let ip = pods
+        .iter()
+        .find(|p| p.rank == 0 && p.attempt == current.attempt)?
+        .ip
+        .clone()?;
+    {
+        let mut polled = lock(&ctx.polled);
+        let every = ctx.progress_interval;
+        let fresh = |at: &Instant| at.elapsed() + every / 10 < every;
+        if polled.get(&uid).is_some_and(fresh) {
+            return None;
+        }
+        polled.insert(uid, Instant::now());
+    }
+    observe::fetch_progress(&ip, env::progress_port(job)).await
 }
 
 /// Creates the job's store-token Secret unless it exists. Never read nor updated (the operator

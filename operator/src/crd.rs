@@ -30,7 +30,10 @@ pub const GROUP: &str = "pretrain.io";
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".spec.nodes"}"#,
     printcolumn = r#"{"name":"Attempt","type":"integer","jsonPath":".status.attempt","priority":1}"#,
-    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.lastCheckpoint.step"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.progress.step"}"#,
+    printcolumn = r#"{"name":"Total","type":"integer","jsonPath":".status.progress.totalSteps","priority":1}"#,
+    printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.progress.estimatedCompletionTime"}"#,
+    printcolumn = r#"{"name":"Checkpoint","type":"integer","jsonPath":".status.lastCheckpoint.step","priority":1}"#,
     printcolumn = r#"{"name":"Restarts","type":"integer","jsonPath":".status.restarts"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -203,6 +206,12 @@ pub struct FailurePolicy {
     /// Delay before restart n: `min(initial * 2^(n-1), max)`.
     #[serde(default)]
     pub backoff: Backoff,
+    /// A running job whose step has not advanced for this long is hung: the gang restarts with
+    /// reason `Hung`, counting as a failure of the job. Set, it is also the launchers' own
+    /// `--hang-timeout` (they detect it first); unset, the launchers time hangs from the
+    /// measured step time and the operator's backstop is 7200 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hang_timeout_seconds: Option<u32>,
 }
 
 impl Default for FailurePolicy {
@@ -213,6 +222,7 @@ impl Default for FailurePolicy {
             max_restarts_without_progress: default_max_restarts_without_progress(),
             non_retryable_exit_codes: default_non_retryable(),
             backoff: Backoff::default(),
+            hang_timeout_seconds: None,
         }
     }
 }
@@ -415,6 +425,9 @@ pub struct PretrainJobStatus {
     /// The newest committed checkpoint the runtime reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointRecord>,
+    /// How far training is, as node 0's launcher last reported it (read every 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressStatus>,
     /// When the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -455,6 +468,32 @@ pub struct FailureRecord {
     /// When it was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
+}
+
+/// Training progress (`status.progress`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressStatus {
+    /// Last completed optimizer step.
+    pub step: u64,
+    /// Steps of the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
+    /// Training tokens per second (rank 0's mean pace in this attempt), rounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<u64>,
+    /// Loss of the last step, as text (`"2.4812"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<String>,
+    /// Newest checkpoint rank 0 committed in this attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_step: Option<u64>,
+    /// When the last step should complete at the measured pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_completion_time: Option<Time>,
+    /// When `step` last advanced (or the attempt started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_time: Option<Time>,
 }
 
 /// A committed checkpoint.
@@ -518,7 +557,17 @@ mod tests {
             .collect();
         assert_eq!(
             cols,
-            ["Phase", "Nodes", "Attempt", "Step", "Restarts", "Age"]
+            [
+                "Phase",
+                "Nodes",
+                "Attempt",
+                "Step",
+                "Total",
+                "ETA",
+                "Checkpoint",
+                "Restarts",
+                "Age"
+            ]
         );
         let conds =
             &v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];

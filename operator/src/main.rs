@@ -52,6 +52,13 @@ struct Args {
     /// rendezvous store and mesh ports).
     #[arg(long, env = "PRETRAIN_OPERATOR_NETWORK_POLICY", default_value_t = true, action = ArgAction::Set)]
     network_policy: bool,
+    /// Seconds between reads of a running job's progress from its node-0 launcher.
+    #[arg(
+        long,
+        env = "PRETRAIN_OPERATOR_PROGRESS_INTERVAL",
+        default_value_t = 10
+    )]
+    progress_interval: u64,
     /// `json` (in cluster) or `text`.
     #[arg(long, env = "PRETRAIN_OPERATOR_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -148,7 +155,8 @@ async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 
     let ctx = Arc::new(
         Context::new(client.clone(), metrics.clone(), args.identity.clone())
-            .with_network_policy(args.network_policy),
+            .with_network_policy(args.network_policy)
+            .with_progress_interval(Duration::from_secs(args.progress_interval.max(1))),
     );
     let work = async move {
         controller::run(controller, ctx, stopped(rx)).await;

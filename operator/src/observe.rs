@@ -6,10 +6,33 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::resources::{CONTAINER, LABEL_ATTEMPT, LABEL_RANK};
 
+use pretrain_contract::progress::{ProgressReport, PATH};
 /// The runtime's termination message (the contract crate's type): one JSON object the
 /// launcher writes to `$PRETRAIN_TERMINATION_LOG` before it exits; any other text (the log
 /// tail Kubernetes substitutes with `FallbackToLogsOnError`) is kept as `message`.
 pub use pretrain_contract::termination::TerminationMessage;
+
+/// Reads node 0's progress report (`GET /progress` on `ip:port`), within 2 s; `None` when the
+/// launcher does not answer with one.
+pub async fn fetch_progress(ip: &str, port: u16) -> Option<ProgressReport> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
+        let request = format!("GET {PATH} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        s.take(64 << 10).read_to_end(&mut answer).await.ok()?;
+        if !answer.starts_with(b"HTTP/1.1 200") {
+            return None;
+        }
+        let body = answer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        ProgressReport::parse(&answer[body..])
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .ok()
+        .flatten()
+}
 
 /// One pod of the job, as the state machine sees it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -36,6 +59,8 @@ pub struct PodView {
     pub node: Option<String>,
     /// When the container finished.
     pub finished_at: Option<Timestamp>,
+    /// The pod's IP, once it has one.
+    pub ip: Option<String>,
 }
 
 impl PodView {
@@ -72,6 +97,7 @@ impl PodView {
             finished_at: terminated
                 .as_ref()
                 .and_then(|t| t.finished_at.as_ref().map(|t| t.0)),
+            ip: status.and_then(|s| s.pod_ip.clone()),
         })
     }
 

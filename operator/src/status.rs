@@ -22,12 +22,15 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Phase, PretrainJobSpec, PretrainJobStatus};
 use crate::observe::PodView;
+use pretrain_contract::progress::ProgressReport;
 
 mod conditions;
 mod failure;
+mod progress;
 
 pub use conditions::set_condition;
 use failure::{delete_all, failure_reason, reported_checkpoint, root_failure, ttl_requeue};
+pub use progress::{hang_limit, POLL as PROGRESS_POLL};
 
 /// Re-check a job at least this often while pods are being deleted.
 const DELETE_POLL: Duration = Duration::from_secs(2);
@@ -225,7 +228,8 @@ pub fn invalid(
     }
 }
 
-/// Decides the next step for a valid job. `pods` are all pods labelled with the job's name.
+/// Decides the next step for a valid job. `pods` are all pods labelled with the job's name;
+/// `progress` is node 0's progress report when one was read for this decision.
 ///
 /// The steps run in a fixed order, each ending the decision when it applies: a finished job,
 /// the active deadline, suspension (and resuming), a gang restart, the first start, and last
@@ -236,6 +240,7 @@ pub fn decide(
     generation: Option<i64>,
     current: &PretrainJobStatus,
     pods: &[PodView],
+    progress: Option<&ProgressReport>,
     now: Timestamp,
 ) -> Outcome {
     let mut st = current.clone();
@@ -275,7 +280,7 @@ pub fn decide(
     if cx.st.attempt == 0 {
         return cx.first_start(pods);
     }
-    cx.attempt_progress(name, pods)
+    cx.attempt_progress(name, pods, progress)
 }
 
 /// The steps of [`decide`], in the order it takes them.
@@ -391,7 +396,12 @@ impl Ctx<'_> {
 
     /// A `Starting` or `Running` attempt: clear leftovers of other attempts, then end the
     /// attempt on a failure, record success, create missing pods, or follow the startup.
-    fn attempt_progress(self, name: &str, pods: &[PodView]) -> Outcome {
+    fn attempt_progress(
+        self,
+        name: &str,
+        pods: &[PodView],
+        progress: Option<&ProgressReport>,
+    ) -> Outcome {
         let (spec, now) = (self.spec, self.now);
         let attempt = self.st.attempt;
         // Pods of other attempts are leftovers: remove them first.
@@ -437,7 +447,7 @@ impl Ctx<'_> {
             .iter()
             .all(|p| matches!(p.phase.as_str(), "Running" | "Succeeded"));
         if all_running {
-            return self.mark_running();
+            return self.mark_running(name, pods, progress);
         }
         self.await_startup(pods)
     }
@@ -470,8 +480,14 @@ impl Ctx<'_> {
     }
 
     /// Every pod of the attempt runs (or already finished): `Running`, with an event the
-    /// first time.
-    fn mark_running(mut self) -> Outcome {
+    /// first time; then its progress, and a restart with reason `Hung` when it has none for
+    /// the hang limit. Looks again after the progress poll interval.
+    fn mark_running(
+        mut self,
+        name: &str,
+        pods: &[PodView],
+        progress: Option<&ProgressReport>,
+    ) -> Outcome {
         if self.st.phase != Phase::Running {
             self.set_phase(Phase::Running);
             set_condition(
@@ -489,7 +505,10 @@ impl Ctx<'_> {
                 format!("all {nodes} pods of attempt {attempt} are running"),
             );
         }
-        self.outcome(Action::None, None)
+        if let Some(hung) = self.observe_progress(name, progress) {
+            return self.end_attempt(hung, pods);
+        }
+        self.outcome(Action::None, Some(PROGRESS_POLL))
     }
 
     /// Some pods are not running yet: `Starting`, failing the job once `startupSeconds` have

@@ -183,8 +183,16 @@ fn check_sizes(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     if s.command.as_ref().is_some_and(|c| c.is_empty()) {
         errors.push("command must not be empty when set (omit it for the default launcher)".into());
     }
-    if s.master_port == 0 {
-        errors.push("masterPort must be between 1 and 65535".into());
+    if s.master_port == 0 || s.master_port == u16::MAX {
+        errors.push(
+            "masterPort must be between 1 and 65534 (node 0 serves progress on masterPort + 1)"
+                .into(),
+        );
+    }
+    if s.failure_policy.hang_timeout_seconds == Some(0) {
+        errors.push(
+            "failurePolicy.hangTimeoutSeconds must be at least 1 (omit it for the default)".into(),
+        );
     }
 }
 

@@ -254,6 +254,8 @@ async fn job_yields_service_config_and_pods() {
             env["PRETRAIN_STORE_TOKEN_FILE"],
             "/var/run/pretrain/store/token"
         );
+        let master_port: u16 = env["MASTER_PORT"].parse().expect("port");
+        assert_eq!(env["PRETRAIN_PROGRESS_PORT"], (master_port + 1).to_string());
         let spec = p.spec.as_ref().expect("spec");
         let token_volume = spec
             .volumes

@@ -80,7 +80,11 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
         // Node 0's store listens on the pod's own address only.
         field(names::MASTER_BIND, "status.podIP"),
         plain(names::STORE_TOKEN_FILE, format!("{TOKEN_DIR}/{TOKEN_KEY}")),
+        plain(names::PROGRESS_PORT, progress_port(job)),
     ];
+    if let Some(secs) = spec.failure_policy.hang_timeout_seconds {
+        env.push(plain(names::HANG_TIMEOUT, secs));
+    }
     if let Some(ckpt) = &spec.checkpoint {
         env.push(plain(names::CHECKPOINT_DIR, &ckpt.path));
     }
@@ -101,6 +105,11 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
     }
     env.extend(spec.env.iter().cloned());
     env
+}
+
+/// The port on which node 0's launcher serves the job's progress: the master port + 1.
+pub fn progress_port(job: &PretrainJob) -> u16 {
+    job.spec.master_port.saturating_add(1)
 }
 
 /// The extended resource each pod requests, if any.

@@ -231,12 +231,20 @@ fn container(
         args: Some(args(job)),
         env: Some(env::build(job, slot)),
         resources: resources(job),
-        ports: Some(vec![ContainerPort {
-            name: Some("rendezvous".into()),
-            container_port: i32::from(spec.master_port),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("rendezvous".into()),
+                container_port: i32::from(spec.master_port),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("progress".into()),
+                container_port: i32::from(env::progress_port(job)),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
         volume_mounts: Some(mounts),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),

@@ -11,13 +11,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
 use kube::ResourceExt;
 
+use super::env::progress_port;
 use super::{common_labels, namespace, owner_ref, LABEL_JOB};
 use crate::crd::PretrainJob;
 
@@ -87,8 +90,9 @@ pub fn token_volume(job: &PretrainJob) -> (Volume, VolumeMount) {
     (volume, mount)
 }
 
-/// The NetworkPolicy of the job's pods: ingress only from pods of the same job, on any port
-/// (the store's master port and the ranks' ephemeral mesh ports).
+/// The NetworkPolicy of the job's pods: ingress from pods of the same job on any port (the
+/// store's master port and the ranks' ephemeral mesh ports), and from anywhere to the
+/// read-only progress port only (the operator reads it).
 pub fn network_policy(job: &PretrainJob) -> NetworkPolicy {
     let own = LabelSelector {
         match_labels: Some(BTreeMap::from([(LABEL_JOB.to_string(), job.name_any())])),
@@ -105,13 +109,23 @@ pub fn network_policy(job: &PretrainJob) -> NetworkPolicy {
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(own.clone()),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    pod_selector: Some(own),
-                    ..Default::default()
-                }]),
-                ports: None,
-            }]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(own),
+                        ..Default::default()
+                    }]),
+                    ports: None,
+                },
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![NetworkPolicyPort {
+                        port: Some(IntOrString::Int(i32::from(progress_port(job)))),
+                        protocol: Some("TCP".into()),
+                        end_port: None,
+                    }]),
+                },
+            ]),
             ..Default::default()
         }),
     }
@@ -146,7 +160,12 @@ mod tests {
         );
         assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
         let rules = spec.ingress.expect("ingress");
-        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.len(), 2);
+        // Anyone may read the progress port, and only that port.
+        assert!(rules[1].from.is_none());
+        let ports = rules[1].ports.as_ref().expect("ports");
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].port, Some(IntOrString::Int(29501)));
         let from = rules[0].from.as_ref().expect("from");
         assert_eq!(from.len(), 1);
         assert_eq!(

@@ -227,13 +227,18 @@ impl Ctx<'_> {
     /// disappeared): records the failure, then fails the job (non-retryable exit, a budget
     /// used up, no progress) or deletes the gang for a restart after the backoff.
     pub(super) fn restart_or_fail(
-        mut self,
+        self,
         name: &str,
         pods: &[PodView],
         root: Option<&PodView>,
         vanished: Option<u32>,
     ) -> Outcome {
         let record = failure_record(self.st.attempt, name, root, vanished, self.now);
+        self.end_attempt(record, pods)
+    }
+
+    /// Ends the attempt on `record`: restart it or fail the job, as the policy says.
+    pub(super) fn end_attempt(mut self, record: FailureRecord, pods: &[PodView]) -> Outcome {
         let progressed = self.record_checkpoint(pods);
         let summary = summarize(&record);
         self.event(true, "RankFailed", summary.clone());

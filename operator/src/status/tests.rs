@@ -58,7 +58,7 @@ fn decide_at(
     pods: &[PodView],
     now: i64,
 ) -> Outcome {
-    decide("run1", spec, Some(1), st, pods, t(now))
+    decide("run1", spec, Some(1), st, pods, None, t(now))
 }
 
 #[test]
@@ -312,6 +312,7 @@ fn the_backoff_is_never_cut_short_by_second_rounding() {
         Some(1),
         &running(2),
         &[failed(0, 2, 1, None)],
+        None,
         seen,
     );
     let next = o.status.next_attempt_time.expect("next attempt").0;
@@ -471,4 +472,57 @@ fn invalid_spec_sets_condition_once_and_recovers() {
         .find(|c| c.type_ == "Invalid")
         .expect("kept");
     assert_eq!(c.status, "False");
+}
+
+#[test]
+fn progress_is_shown_and_a_job_without_a_new_step_is_hung() {
+    let s = spec(serde_json::json!({"failurePolicy": {"maxRestarts": 3,
+        "maxRestartsWithoutProgress": 1, "hangTimeoutSeconds": 100}}));
+    let mut st = running(1);
+    st.attempt_start_time = Some(Time(t(0)));
+    let pods = [pod(0, 1, "Running"), pod(1, 1, "Running")];
+    let report = |step| ProgressReport {
+        step,
+        total_steps: Some(50),
+        seconds_per_step: Some(2.0),
+        ..ProgressReport::default()
+    };
+    let at = |st: &PretrainJobStatus, r: Option<&ProgressReport>, now| {
+        decide("run1", &s, Some(1), st, &pods, r, t(now))
+    };
+    // Step 5 at 30 s: shown, with the time it advanced, the ETA and a poll in 10 s.
+    let o = at(&st, Some(&report(5)), 30);
+    let p = o.status.progress.clone().expect("progress");
+    assert_eq!((p.step, p.total_steps), (5, Some(50)));
+    assert_eq!(p.estimated_completion_time.expect("eta").0, t(30 + 90));
+    assert_eq!(o.requeue_after, Some(PROGRESS_POLL));
+    assert!(o
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Progressing" && c.status == "True" && c.message == "step 5 of 50"));
+    // The same step, or no report at all, until 115 s (100 s + 15 s of slack): still running.
+    let o = at(&o.status, Some(&report(5)), 130);
+    assert_eq!(o.action, Action::None);
+    let o = at(&o.status, None, 144);
+    assert_eq!(o.action, Action::None);
+    // At 145 s the step is 115 s old: the gang restarts with reason Hung.
+    let o = at(&o.status, None, 145);
+    let f = o.status.last_failure.clone().expect("failure");
+    assert_eq!((f.reason.as_str(), f.rank), ("Hung", Some(0)));
+    assert!(f
+        .message
+        .expect("message")
+        .contains("no training step completed for 115 s"));
+    assert_eq!(o.status.phase, Phase::Restarting);
+    assert!(matches!(o.action, Action::DeletePods { .. }));
+    assert_eq!(o.status.restarts, 1);
+    // Never a report (an endpoint the cluster's policies hide): no judgement.
+    assert_eq!(at(&st, None, 100_000).action, Action::None);
+    // A new attempt with no step yet: the clock runs from the attempt's start.
+    st.progress = o.status.progress.clone();
+    st.attempt_start_time = Some(Time(t(1000)));
+    assert_eq!(at(&st, None, 1114).action, Action::None);
+    let o = at(&st, None, 1115);
+    assert_eq!(o.status.last_failure.expect("hung").reason, "Hung");
 }

@@ -489,3 +489,128 @@ async fn a_stopped_worker_is_hung_and_the_job_ends_as_if_uninterrupted() {
         run.regang.as_secs_f64()
     );
 }
+
+/// The parent process of `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid …: comm may hold spaces, so split after its closing parenthesis.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver, root (mount namespaces) and the release binaries"]
+async fn progress_shows_in_status_and_a_frozen_pod_is_hung_by_the_operator() {
+    let _serial = SERIAL.lock().await;
+    let ns = "e2e-progress";
+    let (client, _op) = setup(ns).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (node, pvc) = start_node(&client, ns, dir.path()).await;
+    // One pod of one worker, so that nothing but the operator can notice it freeze.
+    let mut job = cpu_example(&[
+        "runner_config.train_iters=3000",
+        "parallel_config.data_parallel=1",
+        "callbacks.1.save_checkpoint_steps=1000",
+    ]);
+    job.metadata.name = Some("frozen".into());
+    job.spec.nodes = 1;
+    job.spec.failure_policy.hang_timeout_seconds = Some(5);
+    let jobs = Api::<PretrainJob>::namespaced(client.clone(), ns);
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("apply");
+    // STEP and ETA advance in status while it trains.
+    let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
+    let mut seen: Vec<pretrain_operator::crd::ProgressStatus> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while seen.len() < 2 {
+        if std::time::Instant::now() > deadline {
+            let st = jobs.get("frozen").await.ok().and_then(|j| j.status);
+            let logs: Vec<String> = std::fs::read_dir(dir.path().join("pods"))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("log")).ok())
+                .collect();
+            panic!("progress: {seen:?}\nstatus: {st:?}\nlogs: {logs:?}");
+        }
+        let progress = jobs
+            .get("frozen")
+            .await
+            .ok()
+            .and_then(|j| j.status?.progress);
+        if let Some(p) = progress.filter(|p| seen.last().is_none_or(|l| l.step != p.step)) {
+            seen.push(p);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (a, b) = (&seen[0], &seen[1]);
+    assert!(b.step > a.step, "{a:?} then {b:?}");
+    assert_eq!(b.total_steps, Some(3000));
+    assert!(b.estimated_completion_time.is_some(), "{b:?}");
+    assert!(b.tokens_per_second.is_some_and(|t| t > 0), "{b:?}");
+    assert!(b.loss.is_some(), "{b:?}");
+    let logged = losses(&metrics).0.len() as u64;
+    assert!(
+        b.step <= logged,
+        "status step {} beyond the {logged} logged",
+        b.step
+    );
+    // Freeze the whole pod: its worker and its launcher.
+    let pods_dir = dir.path().join("pods");
+    let worker = super::support::wait_for(30, "the worker pid", || async {
+        worker_pid(&pods_dir, "frozen-0", 0)
+    })
+    .await;
+    let launcher = parent_of(worker).expect("the launcher");
+    let frozen_at = std::time::Instant::now();
+    for pid in [launcher, worker] {
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+    let hung = super::support::wait_for(120, "the operator's Hung restart", || async {
+        let st = jobs.get("frozen").await.ok()?.status?;
+        let f = st.last_failure?;
+        (f.reason == "Hung").then_some((f, frozen_at.elapsed()))
+    })
+    .await;
+    assert!(
+        hung.0
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("no training step completed")),
+        "{:?}",
+        hung.0
+    );
+    assert!(
+        hung.0.exit_code.is_none(),
+        "the operator, not the launcher: {:?}",
+        hung.0
+    );
+    let regang = super::support::wait_for(120, "attempt 2 running", || async {
+        let p = super::pods(&client, ns).await;
+        p.iter()
+            .any(|p| {
+                super::label(p, "pretrain.io/attempt") == "2"
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            })
+            .then(|| frozen_at.elapsed())
+    })
+    .await;
+    println!(
+        "figure: whole pod frozen -> operator restarts it as Hung in {:.1}s (hangTimeoutSeconds 5 \
+         + 15 s slack), attempt 2 running after {:.1}s",
+        hung.1.as_secs_f64(),
+        regang.as_secs_f64()
+    );
+    jobs.delete("frozen", &Default::default())
+        .await
+        .expect("delete");
+    node.shutdown().await;
+}

@@ -285,6 +285,7 @@ impl Operator {
             .env("PRETRAIN_OPERATOR_NAMESPACE", namespace)
             .env("PRETRAIN_OPERATOR_LEASE_NAMESPACE", namespace)
             .env("PRETRAIN_OPERATOR_LEASE_SECONDS", "6")
+            .env("PRETRAIN_OPERATOR_PROGRESS_INTERVAL", "1")
             .env(
                 "PRETRAIN_OPERATOR_HTTP_ADDR",
                 format!("127.0.0.1:{http_port}"),

@@ -6,45 +6,89 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use pretrain_contract::progress::ProgressReport;
 use serde::{Deserialize, Serialize};
 
 /// How often a worker writes its heartbeat.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
+/// When a step completed, and which.
+type StepAt = (Instant, u64);
+
 /// What the trainer reports as it goes: the last completed step, and a counter of progress
-/// events (steps and checkpoint saves), so that a long save is not mistaken for a hang.
+/// events (steps and checkpoint saves), so that a long save is not mistaken for a hang; and for
+/// the job's progress report, the run's length, the last loss, the pace and the newest
+/// checkpoint.
 #[derive(Debug, Default)]
 pub struct Progress {
     step: AtomicU64,
     events: AtomicU64,
+    total_steps: AtomicU64,
+    tokens_per_step: AtomicU64,
+    loss_bits: AtomicU64,
+    checkpoint: AtomicU64,
+    /// The first and the last step this process completed.
+    pace: Mutex<Option<(StepAt, StepAt)>>,
 }
 
 impl Progress {
-    /// A step completed.
-    pub fn step_done(&self, step: u64) {
+    /// The run has `total_steps` steps of `tokens_per_step` tokens.
+    pub fn plan(&self, total_steps: u64, tokens_per_step: u64) {
+        self.total_steps.store(total_steps, Ordering::Relaxed);
+        self.tokens_per_step
+            .store(tokens_per_step, Ordering::Relaxed);
+    }
+
+    /// A step completed with mean loss `loss`.
+    pub fn step_done(&self, step: u64, loss: f32) {
+        let now = Instant::now();
+        {
+            let mut pace = self.pace.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = pace.map_or((now, step), |(first, _)| first);
+            *pace = Some((first, (now, step)));
+        }
+        self.loss_bits
+            .store(u64::from(loss.to_bits()), Ordering::Relaxed);
         self.step.store(step, Ordering::Relaxed);
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Something other than a step made progress (a checkpoint saved).
-    pub fn advanced(&self) {
+    /// The checkpoint of `step` is committed (progress too: a long save is not a hang).
+    pub fn saved(&self, step: u64) {
+        self.checkpoint.store(step, Ordering::Relaxed);
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The heartbeat to write now, the `beat`-th.
     pub fn heartbeat(&self, beat: u64) -> Heartbeat {
+        let step = self.step.load(Ordering::Relaxed);
+        let pace = *self.pace.lock().unwrap_or_else(PoisonError::into_inner);
+        let seconds_per_step = pace.and_then(|((t0, s0), (t1, s1))| {
+            (s1 > s0).then(|| (t1 - t0).as_secs_f64() / (s1 - s0) as f64)
+        });
+        let nonzero = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|&v| v > 0);
+        let tokens = nonzero(&self.tokens_per_step);
         Heartbeat {
             beat,
-            step: self.step.load(Ordering::Relaxed),
+            step,
             progress: self.events.load(Ordering::Relaxed),
+            total_steps: nonzero(&self.total_steps),
+            loss: (step > 0).then(|| f32::from_bits(self.loss_bits.load(Ordering::Relaxed) as u32)),
+            seconds_per_step,
+            tokens_per_second: seconds_per_step
+                .zip(tokens)
+                .filter(|(s, _)| *s > 0.0)
+                .map(|(s, t)| t as f64 / s),
+            last_checkpoint_step: nonzero(&self.checkpoint),
         }
     }
 }
 
 /// One heartbeat (a small JSON object).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Counts up with every write.
     pub beat: u64,
@@ -52,6 +96,35 @@ pub struct Heartbeat {
     pub step: u64,
     /// Progress events so far.
     pub progress: u64,
+    /// Steps of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<u64>,
+    /// Loss of the last step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f32>,
+    /// Mean seconds per step of this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_per_step: Option<f64>,
+    /// Training tokens per second at that pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    /// Newest committed checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_step: Option<u64>,
+}
+
+impl Heartbeat {
+    /// The job's progress report from rank 0's heartbeat.
+    pub fn report(&self) -> ProgressReport {
+        ProgressReport {
+            step: self.step,
+            total_steps: self.total_steps,
+            loss: self.loss,
+            seconds_per_step: self.seconds_per_step,
+            tokens_per_second: self.tokens_per_second,
+            last_checkpoint_step: self.last_checkpoint_step,
+        }
+    }
 }
 
 /// Writes `hb` to `path` (temporary file + rename: a reader never sees half of it).
@@ -154,7 +227,32 @@ mod tests {
             beat,
             step,
             progress,
+            ..Heartbeat::default()
         })
+    }
+
+    #[test]
+    fn the_heartbeat_carries_the_run_s_progress() {
+        let p = Progress::default();
+        let early = p.heartbeat(1);
+        assert_eq!((early.step, early.loss, early.total_steps), (0, None, None));
+        p.plan(100, 4096);
+        p.step_done(1, 3.5);
+        std::thread::sleep(Duration::from_millis(20));
+        p.step_done(3, 3.25);
+        p.saved(3);
+        let hb = p.heartbeat(2);
+        assert_eq!((hb.step, hb.progress, hb.total_steps), (3, 3, Some(100)));
+        assert_eq!(hb.loss, Some(3.25));
+        assert_eq!(hb.last_checkpoint_step, Some(3));
+        let pace = hb.seconds_per_step.expect("two steps measured");
+        assert!((0.009..1.0).contains(&pace), "{pace}");
+        let tps = hb.tokens_per_second.expect("tokens per second");
+        assert!((tps - 4096.0 / pace).abs() < 1e-6 * tps);
+        let back: Heartbeat =
+            serde_json::from_slice(&serde_json::to_vec(&hb).expect("json")).expect("parse");
+        assert_eq!(back, hb);
+        assert_eq!(back.report().seconds_left(), Some(97.0 * pace));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! counts as such a failure, with code 11 and reason `Hung`.
 
 pub mod heartbeat;
+pub mod progress;
 mod supervise;
 pub mod termination;
 
@@ -53,6 +54,9 @@ pub struct LaunchOptions {
     pub token: Token,
     /// The address node 0's store binds (default: `master_addr`).
     pub master_bind: Option<String>,
+    /// Node 0 serves rank 0's progress at `GET /progress` on this port (same address as the
+    /// store).
+    pub progress_port: Option<u16>,
     /// Gang restarts allowed after retryable failures.
     pub max_restarts: u32,
     /// Time between SIGTERM and SIGKILL when stopping workers.
@@ -150,6 +154,17 @@ pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error
         Some(s)
     } else {
         None
+    };
+    // Rank 0 runs on node 0: its launcher serves the job's progress.
+    let _progress = match (opts.node_rank, opts.progress_port) {
+        (0, Some(port)) => {
+            let bind = opts.master_bind.as_deref().unwrap_or(&opts.master_addr);
+            let beats = opts.log_dir.join("worker_0.heartbeat");
+            progress::ProgressServer::start(bind, port, beats)
+                .map_err(|e| tracing::warn!("no progress endpoint on {bind}:{port}: {e}"))
+                .ok()
+        }
+        _ => None,
     };
     let mut store = StoreClient::connect(
         &opts.master_addr,

@@ -137,15 +137,21 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Summary, Error> {
     let mut trainer = Trainer::build(plan, resolved_config, context)?;
+    if let Some(p) = &context.progress {
+        p.plan(
+            plan.train_steps,
+            (plan.global_batch_size * plan.seq_length) as u64,
+        );
+    }
     while !trainer.finished() {
         let outcome = trainer.step(stop.load(Ordering::SeqCst))?;
         if let Some(p) = &context.progress {
-            p.step_done(outcome.step);
+            p.step_done(outcome.step, outcome.loss);
         }
         if outcome.checkpoint_due || outcome.stopping {
             let checkpoint = trainer.save()?;
             if let Some(p) = &context.progress {
-                p.advanced();
+                p.saved(outcome.step);
             }
             if outcome.stopping {
                 trainer.settle()?;

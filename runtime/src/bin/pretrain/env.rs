@@ -48,7 +48,7 @@ pub struct Worker {
     pub local_world_size: usize,
 }
 
-const READ: [&str; 21] = [
+const READ: [&str; 22] = [
     names::RANK,
     names::WORLD_SIZE,
     names::LOCAL_RANK,
@@ -60,6 +60,7 @@ const READ: [&str; 21] = [
     names::STORE_TOKEN,
     names::STORE_TOKEN_FILE,
     names::MASTER_BIND,
+    names::PROGRESS_PORT,
     names::ATTEMPT,
     names::RESTART,
     names::RESUME,

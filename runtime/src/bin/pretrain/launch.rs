@@ -54,6 +54,10 @@ pub struct LaunchArgs {
     /// Address node 0 binds its store to [env PRETRAIN_MASTER_BIND, default --master-addr]
     #[arg(long, alias = "master_bind")]
     master_bind: Option<String>,
+    /// Node 0 serves rank 0's training progress (JSON) at GET /progress on this port [env
+    /// PRETRAIN_PROGRESS_PORT; default: none]
+    #[arg(long, alias = "progress_port")]
+    progress_port: Option<u16>,
     /// Restart the workers of every node up to N times after a retryable failure; they resume
     /// from the newest complete checkpoint
     #[arg(long, alias = "max_restarts", default_value_t = 0)]
@@ -191,6 +195,14 @@ pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
             .map_err(bad_env)?,
         token,
         master_bind: a.master_bind.clone().or_else(|| env.master_bind()),
+        progress_port: match a.progress_port {
+            Some(p) => Some(p),
+            None => env
+                .get(names::PROGRESS_PORT)
+                .map(|_| env.parse(names::PROGRESS_PORT, 0u16))
+                .transpose()
+                .map_err(bad_env)?,
+        },
         max_restarts: a.max_restarts,
         grace: Duration::from_secs_f64(a.grace_period.max(0.0)),
         command: worker_command(&a).map_err(invalid)?,
