@@ -30,6 +30,10 @@ pub const MASTER_BIND: &str = "PRETRAIN_MASTER_BIND";
 /// The port on which node 0's launcher serves `GET /progress` (the operator sets
 /// `masterPort + 1`); unset: no progress endpoint.
 pub const PROGRESS_PORT: &str = "PRETRAIN_PROGRESS_PORT";
+/// The launcher's `--max-restarts` when the flag is not given: in-place restarts of the
+/// workers of every node after a retryable failure (the operator sets
+/// `failurePolicy.inPlaceRestarts`).
+pub const MAX_RESTARTS: &str = "PRETRAIN_MAX_RESTARTS";
 /// The job's UID.
 pub const JOB_UID: &str = "PRETRAIN_JOB_UID";
 /// 1 for the first gang, +1 for each gang restart: keeps rendezvous keys of attempts apart.

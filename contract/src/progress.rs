@@ -29,6 +29,10 @@ pub struct ProgressReport {
     /// Step of the newest checkpoint this process committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint_step: Option<u64>,
+    /// In-place restarts of the workers by the launchers so far (`--max-restarts`; none =
+    /// 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
 }
 
 impl ProgressReport {
@@ -60,6 +64,7 @@ mod tests {
             seconds_per_step: Some(0.5),
             tokens_per_second: Some(8192.0),
             last_checkpoint_step: Some(25),
+            restarts: Some(1),
         };
         let text = serde_json::to_string(&r).expect("json");
         assert!(text.contains("\"totalSteps\":100"), "{text}");

@@ -37,6 +37,9 @@ pub struct TerminationMessage {
     /// Its directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint_path: Option<String>,
+    /// In-place restarts of the workers the launcher did (`--max-restarts`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
 }
 
 /// Longest message kept from text that is not JSON (the kubelet caps termination messages at
@@ -80,6 +83,7 @@ mod tests {
             message: Some("rank 5 closed the connection at step 1234".into()),
             last_checkpoint_step: Some(1200),
             last_checkpoint_path: None,
+            restarts: None,
         };
         let json = m.to_json();
         assert_eq!(

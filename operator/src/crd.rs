@@ -35,6 +35,7 @@ pub const GROUP: &str = "pretrain.io";
     printcolumn = r#"{"name":"ETA","type":"string","jsonPath":".status.progress.estimatedCompletionTime"}"#,
     printcolumn = r#"{"name":"Checkpoint","type":"integer","jsonPath":".status.lastCheckpoint.step","priority":1}"#,
     printcolumn = r#"{"name":"Restarts","type":"integer","jsonPath":".status.restarts"}"#,
+    printcolumn = r#"{"name":"In-place","type":"integer","jsonPath":".status.inPlaceRestarts","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -212,6 +213,16 @@ pub struct FailurePolicy {
     /// measured step time and the operator's backstop is 7200 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hang_timeout_seconds: Option<u32>,
+    /// Restarts of a failed worker in place, per attempt, before the gang is recreated: the
+    /// launchers of every pod stop their workers and start them again from the newest
+    /// checkpoint, with no pod recreated, rescheduled or pulled. A lost pod or node, or this
+    /// budget spent, recreates the gang (counted by `maxRestarts`/`maxInfraRestarts`).
+    #[serde(default = "default_in_place_restarts")]
+    pub in_place_restarts: u32,
+}
+
+fn default_in_place_restarts() -> u32 {
+    3
 }
 
 impl Default for FailurePolicy {
@@ -223,6 +234,7 @@ impl Default for FailurePolicy {
             non_retryable_exit_codes: default_non_retryable(),
             backoff: Backoff::default(),
             hang_timeout_seconds: None,
+            in_place_restarts: default_in_place_restarts(),
         }
     }
 }
@@ -413,6 +425,9 @@ pub struct PretrainJobStatus {
     /// Gang restarts so far (suspensions excluded), whatever their cause.
     #[serde(default)]
     pub restarts: u32,
+    /// Workers restarted in place by the launchers (no pod recreated), over all attempts.
+    #[serde(default)]
+    pub in_place_restarts: u32,
     /// Of `restarts`, those caused by the infrastructure (see `failurePolicy.maxInfraRestarts`).
     #[serde(default)]
     pub infra_restarts: u32,
@@ -494,6 +509,12 @@ pub struct ProgressStatus {
     /// When `step` last advanced (or the attempt started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_time: Option<Time>,
+    /// The attempt these figures are of.
+    #[serde(default)]
+    pub attempt: u32,
+    /// In-place restarts the launchers reported in that attempt.
+    #[serde(default)]
+    pub in_place_restarts: u32,
 }
 
 /// A committed checkpoint.
@@ -566,6 +587,7 @@ mod tests {
                 "ETA",
                 "Checkpoint",
                 "Restarts",
+                "In-place",
                 "Age"
             ]
         );

@@ -455,6 +455,7 @@ impl Ctx<'_> {
     /// Every pod of the attempt exited 0: `Succeeded`, with the newest reported checkpoint.
     fn succeed(mut self, pods: &[PodView]) -> Outcome {
         let now = self.now;
+        self.count_in_place(progress::reported_restarts(pods));
         if let Some(c) = reported_checkpoint(pods, self.st.last_checkpoint.as_ref()) {
             self.st.last_checkpoint = Some(c);
         }

@@ -81,6 +81,7 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
         field(names::MASTER_BIND, "status.podIP"),
         plain(names::STORE_TOKEN_FILE, format!("{TOKEN_DIR}/{TOKEN_KEY}")),
         plain(names::PROGRESS_PORT, progress_port(job)),
+        plain(names::MAX_RESTARTS, spec.failure_policy.in_place_restarts),
     ];
     if let Some(secs) = spec.failure_policy.hang_timeout_seconds {
         env.push(plain(names::HANG_TIMEOUT, secs));

@@ -239,6 +239,7 @@ impl Ctx<'_> {
 
     /// Ends the attempt on `record`: restart it or fail the job, as the policy says.
     pub(super) fn end_attempt(mut self, record: FailureRecord, pods: &[PodView]) -> Outcome {
+        self.count_in_place(super::progress::reported_restarts(pods));
         let progressed = self.record_checkpoint(pods);
         let summary = summarize(&record);
         self.event(true, "RankFailed", summary.clone());

@@ -9,6 +9,7 @@ use pretrain_contract::progress::ProgressReport;
 use super::conditions::set_condition;
 use super::{secs_between, time, Ctx};
 use crate::crd::{FailureRecord, PretrainJobSpec, ProgressStatus};
+use crate::observe::PodView;
 
 /// How often the controller reads a running job's progress.
 pub const POLL: Duration = Duration::from_secs(10);
@@ -20,6 +21,14 @@ pub const DEFAULT_HANG_SECS: i64 = 7200;
 /// Slack over an explicit `hangTimeoutSeconds`, which the launchers apply themselves first.
 const BACKSTOP_SLACK_SECS: i64 = 15;
 
+/// The most in-place restarts any pod's termination message reports.
+pub(super) fn reported_restarts(pods: &[PodView]) -> u32 {
+    pods.iter()
+        .filter_map(|p| p.termination.as_ref()?.restarts)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Seconds without a new step after which the operator calls the job hung.
 pub fn hang_limit(spec: &PretrainJobSpec) -> i64 {
     match spec.failure_policy.hang_timeout_seconds {
@@ -28,8 +37,13 @@ pub fn hang_limit(spec: &PretrainJobSpec) -> i64 {
     }
 }
 
-/// `status.progress` from `report`, read at `now`, after `prev`.
-fn merge(prev: Option<&ProgressStatus>, report: &ProgressReport, now: Timestamp) -> ProgressStatus {
+/// `status.progress` of `attempt` from `report`, read at `now`, after `prev`.
+fn merge(
+    prev: Option<&ProgressStatus>,
+    report: &ProgressReport,
+    attempt: u32,
+    now: Timestamp,
+) -> ProgressStatus {
     // A restarted process reports step 0 until its first step: keep the last known one.
     let step = match prev {
         Some(p) if report.step == 0 => p.step,
@@ -52,6 +66,8 @@ fn merge(prev: Option<&ProgressStatus>, report: &ProgressReport, now: Timestamp)
         } else {
             prev.and_then(|p| p.step_time.clone())
         },
+        attempt,
+        in_place_restarts: report.restarts.unwrap_or(0),
     }
 }
 
@@ -60,6 +76,35 @@ fn jiff_secs(secs: i64) -> k8s_openapi::jiff::SignedDuration {
 }
 
 impl Ctx<'_> {
+    /// The launchers report `reported` in-place restarts in the current attempt (through the
+    /// progress endpoint, or at the end in the termination message): counts the new ones once,
+    /// with an Event.
+    pub(super) fn count_in_place(&mut self, reported: u32) {
+        if reported == 0 {
+            return;
+        }
+        let attempt = self.st.attempt;
+        let progress = self.st.progress.get_or_insert_with(ProgressStatus::default);
+        // The launchers' count starts again with each attempt.
+        let before = if progress.attempt == attempt {
+            progress.in_place_restarts
+        } else {
+            0
+        };
+        progress.attempt = attempt;
+        progress.in_place_restarts = before.max(reported);
+        if reported <= before {
+            return;
+        }
+        self.st.in_place_restarts += reported - before;
+        let msg = format!(
+            "the launchers restarted the workers in place ({reported} of {} in attempt \
+             {attempt}), resuming from the newest checkpoint",
+            self.spec.failure_policy.in_place_restarts
+        );
+        self.event(true, "InPlaceRestart", msg);
+    }
+
     /// Takes in the report read now (if one was), then checks for a hang: the failure to
     /// restart with when the step has not advanced for the limit since it last did (or since
     /// the attempt started), once any report was ever read.
@@ -70,7 +115,8 @@ impl Ctx<'_> {
     ) -> Option<FailureRecord> {
         let now = self.now;
         if let Some(r) = report {
-            let next = merge(self.st.progress.as_ref(), r, now);
+            let next = merge(self.st.progress.as_ref(), r, self.st.attempt, now);
+            self.count_in_place(next.in_place_restarts);
             if next.step_time != self.st.progress.as_ref().and_then(|p| p.step_time.clone()) {
                 let of = next
                     .total_steps
@@ -135,8 +181,9 @@ mod tests {
             seconds_per_step: Some(1.5),
             tokens_per_second: Some(2730.6),
             last_checkpoint_step: Some(8),
+            restarts: None,
         };
-        let a = merge(None, &r, at(0));
+        let a = merge(None, &r, 1, at(0));
         assert_eq!(a.step, 10);
         assert_eq!(a.loss.as_deref(), Some("2.1235"));
         assert_eq!(a.tokens_per_second, Some(2731));
@@ -146,16 +193,16 @@ mod tests {
         );
         assert_eq!(a.step_time.as_ref().expect("advanced").0, at(0));
         // The same step later: the step time stays.
-        let b = merge(Some(&a), &r, at(30));
+        let b = merge(Some(&a), &r, 1, at(30));
         assert_eq!(b.step_time.as_ref().expect("kept").0, at(0));
         // A restarted process says step 0 before its first step: the last known step stays.
         let fresh = ProgressReport::default();
-        let c = merge(Some(&b), &fresh, at(60));
+        let c = merge(Some(&b), &fresh, 1, at(60));
         assert_eq!(
             (c.step, c.step_time.as_ref().map(|t| t.0)),
             (10, Some(at(0)))
         );
-        let d = merge(Some(&c), &ProgressReport { step: 11, ..r }, at(90));
+        let d = merge(Some(&c), &ProgressReport { step: 11, ..r }, 1, at(90));
         assert_eq!(d.step_time.as_ref().expect("advanced").0, at(90));
     }
 }

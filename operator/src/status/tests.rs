@@ -38,6 +38,7 @@ fn failed(rank: u32, attempt: u32, code: i32, step: Option<u64>) -> PodView {
             message: Some("boom".into()),
             last_checkpoint_step: step,
             last_checkpoint_path: step.map(|s| format!("/ckpt/iteration_{s:08}")),
+            restarts: None,
         }),
         ..pod(rank, attempt, "Failed")
     }
@@ -525,4 +526,44 @@ fn progress_is_shown_and_a_job_without_a_new_step_is_hung() {
     assert_eq!(at(&st, None, 1114).action, Action::None);
     let o = at(&st, None, 1115);
     assert_eq!(o.status.last_failure.expect("hung").reason, "Hung");
+}
+
+#[test]
+fn in_place_restarts_the_launchers_report_are_counted_once() {
+    let s = spec(serde_json::json!({}));
+    let mut st = running(1);
+    st.attempt_start_time = Some(Time(t(0)));
+    let pods = [pod(0, 1, "Running"), pod(1, 1, "Running")];
+    let report = |step, restarts| ProgressReport {
+        step,
+        restarts,
+        ..ProgressReport::default()
+    };
+    let at = |st: &PretrainJobStatus, r: &ProgressReport, now| {
+        decide("run1", &s, Some(1), st, &pods, Some(r), t(now))
+    };
+    let o = at(&st, &report(5, None), 10);
+    assert_eq!(o.status.in_place_restarts, 0);
+    let o = at(&o.status, &report(3, Some(1)), 20);
+    assert_eq!(o.status.in_place_restarts, 1);
+    assert!(o.events.iter().any(|e| e.reason == "InPlaceRestart"));
+    // Read again: not counted twice; a second restart adds one.
+    let o = at(&o.status, &report(6, Some(1)), 30);
+    assert_eq!((o.status.in_place_restarts, o.events.len()), (1, 0));
+    let o = at(&o.status, &report(4, Some(2)), 40);
+    assert_eq!(o.status.in_place_restarts, 2);
+    // A new attempt starts its own count.
+    let mut next = o.status.clone();
+    next.attempt = 2;
+    let pods2 = [pod(0, 2, "Running"), pod(1, 2, "Running")];
+    let o = decide(
+        "run1",
+        &s,
+        Some(1),
+        &next,
+        &pods2,
+        Some(&report(1, Some(1))),
+        t(50),
+    );
+    assert_eq!(o.status.in_place_restarts, 3);
 }

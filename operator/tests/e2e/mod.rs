@@ -202,9 +202,24 @@ async fn run_example_with(
     overrides: &[&str],
     env: &[(&str, &str)],
 ) -> (Kubelet, PathBuf) {
+    run_example_in_place(client, ns, dir, name, overrides, env, 0).await
+}
+
+/// [`run_example_with`] with `failurePolicy.inPlaceRestarts` (0 in the other tests: a failure
+/// recreates the gang at once).
+async fn run_example_in_place(
+    client: &Client,
+    ns: &str,
+    dir: &Path,
+    name: &str,
+    overrides: &[&str],
+    env: &[(&str, &str)],
+    in_place: u32,
+) -> (Kubelet, PathBuf) {
     let (node, pvc) = start_node(client, ns, dir).await;
     let mut job = cpu_example(overrides);
     job.metadata.name = Some(name.into());
+    job.spec.failure_policy.in_place_restarts = in_place;
     for (k, v) in env {
         job.spec.env.push(k8s_openapi::api::core::v1::EnvVar {
             name: k.to_string(),
@@ -269,8 +284,12 @@ async fn wait_steps(metrics: &Path, n: usize) {
 struct Interrupted {
     /// The interrupted job at its end.
     done: PretrainJob,
-    /// From the signal to the second gang's pods running.
+    /// From the signal to the second gang's pods running (or, in place, to the signal).
     regang: std::time::Duration,
+    /// From the signal to the first step logged after it.
+    next_step: std::time::Duration,
+    /// The pod UIDs before the signal and at the end.
+    uids: (Vec<String>, Vec<String>),
     /// (step, loss) of the uninterrupted run and of the interrupted one.
     want: Vec<(u64, f64)>,
     got: Vec<(u64, f64)>,
@@ -286,6 +305,7 @@ async fn interrupted(
     name: &str,
     env: &[(&str, &str)],
     signal: &str,
+    in_place: u32,
 ) -> Interrupted {
     let dir = tempfile::tempdir().expect("tempdir");
     let long = ["runner_config.train_iters=30"];
@@ -295,22 +315,43 @@ async fn interrupted(
     let want = losses(&pvc.join("qwen3-tiny/metrics.jsonl")).0;
     assert_eq!(want.len(), 30);
     let dir2 = tempfile::tempdir().expect("tempdir");
-    let (node, pvc) = run_example_with(client, ns, dir2.path(), name, &long, env).await;
+    let (node, pvc) =
+        run_example_in_place(client, ns, dir2.path(), name, &long, env, in_place).await;
     let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
     wait_steps(&metrics, 8).await;
+    let uids = |pods: Vec<k8s_openapi::api::core::v1::Pod>| {
+        let mut u: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        u.sort();
+        u
+    };
+    let before = uids(super::pods(client, ns).await);
     let pods_dir = dir2.path().join("pods");
     let pod = format!("{name}-1");
     let pid = super::support::wait_for(30, &format!("the worker pid of pod {pod}"), || async {
         worker_pid(&pods_dir, &pod, 1)
     })
     .await;
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let logged = lines(&metrics);
     let signalled_at = std::time::Instant::now();
     let ok = std::process::Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()
         .expect("kill");
     assert!(ok.success());
+    let next_step = super::support::wait_for(120, "a step after the signal", || async {
+        (lines(&metrics) > logged).then(|| signalled_at.elapsed())
+    })
+    .await;
     let regang = super::support::wait_for(120, "attempt 2 running", || async {
+        if in_place > 0 {
+            return Some(std::time::Duration::ZERO);
+        }
         let p = super::pods(client, ns).await;
         let running = p.iter().filter(|p| {
             super::label(p, "pretrain.io/attempt") == "2"
@@ -322,9 +363,18 @@ async fn interrupted(
     let done = wait_phase(client, ns, name, Phase::Succeeded, 300).await;
     node.shutdown().await;
     let (got, repeats) = losses(&metrics);
+    let after = uids(
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await
+            .expect("pods")
+            .items,
+    );
     Interrupted {
         done,
         regang,
+        next_step,
+        uids: (before, after),
         want,
         got,
         repeats,
@@ -337,7 +387,7 @@ async fn a_killed_worker_restarts_the_gang_and_the_job_ends_as_if_uninterrupted(
     let _serial = SERIAL.lock().await;
     let ns = "e2e-kill";
     let (client, _op) = setup(ns).await;
-    let run = interrupted(&client, ns, "killed", &[], "KILL").await;
+    let run = interrupted(&client, ns, "killed", &[], "KILL", 0).await;
     let status = run.done.status.expect("status");
     assert_eq!(status.attempt, 2);
     let failure = status.last_failure.expect("last failure");
@@ -356,8 +406,37 @@ async fn a_killed_worker_restarts_the_gang_and_the_job_ends_as_if_uninterrupted(
         "losses differ from the uninterrupted run"
     );
     println!(
-        "figure: failure -> new gang running in {:.2}s; steps lost (recomputed) per failure: {}",
+        "figure: failure -> new gang running in {:.2}s, training again (next step logged) in \
+         {:.2}s; steps lost (recomputed) per failure: {}",
         run.regang.as_secs_f64(),
+        run.next_step.as_secs_f64(),
+        run.repeats
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver, root (mount namespaces) and the release binaries"]
+async fn a_killed_worker_restarts_in_place_and_the_job_ends_as_if_uninterrupted() {
+    let _serial = SERIAL.lock().await;
+    let ns = "e2e-in-place";
+    let (client, _op) = setup(ns).await;
+    let run = interrupted(&client, ns, "inplace", &[], "KILL", 2).await;
+    let status = run.done.status.expect("status");
+    assert_eq!(
+        (status.attempt, status.restarts),
+        (1, 0),
+        "no gang recreated"
+    );
+    assert_eq!(status.in_place_restarts, 1, "{status:?}");
+    assert_eq!(run.uids.0, run.uids.1, "the same pods from start to end");
+    assert_eq!(
+        run.got, run.want,
+        "losses differ from the uninterrupted run"
+    );
+    println!(
+        "figure: kill -9 of a worker -> training again in place (next step logged) in {:.2}s; \
+         steps recomputed: {}",
+        run.next_step.as_secs_f64(),
         run.repeats
     );
 }
@@ -474,7 +553,7 @@ async fn a_stopped_worker_is_hung_and_the_job_ends_as_if_uninterrupted() {
     let ns = "e2e-hang";
     let (client, _op) = setup(ns).await;
     let env = [("PRETRAIN_HEARTBEAT_TIMEOUT", "5")];
-    let run = interrupted(&client, ns, "stopped", &env, "STOP").await;
+    let run = interrupted(&client, ns, "stopped", &env, "STOP", 0).await;
     let status = run.done.status.expect("status");
     assert_eq!(status.attempt, 2);
     let failure = status.last_failure.expect("last failure");

@@ -123,6 +123,7 @@ impl Heartbeat {
             seconds_per_step: self.seconds_per_step,
             tokens_per_second: self.tokens_per_second,
             last_checkpoint_step: self.last_checkpoint_step,
+            restarts: None,
         }
     }
 }

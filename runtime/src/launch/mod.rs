@@ -18,7 +18,7 @@ mod supervise;
 pub mod termination;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,11 +156,12 @@ pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error
         None
     };
     // Rank 0 runs on node 0: its launcher serves the job's progress.
+    let restarts = Arc::new(AtomicU32::new(0));
     let _progress = match (opts.node_rank, opts.progress_port) {
         (0, Some(port)) => {
             let bind = opts.master_bind.as_deref().unwrap_or(&opts.master_addr);
             let beats = opts.log_dir.join("worker_0.heartbeat");
-            progress::ProgressServer::start(bind, port, beats)
+            progress::ProgressServer::start(bind, port, beats, Arc::clone(&restarts))
                 .map_err(|e| tracing::warn!("no progress endpoint on {bind}:{port}: {e}"))
                 .ok()
         }
@@ -181,7 +182,7 @@ pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error
         opts.master_port
     );
     store.barrier("launch/nodes", nnodes, opts.cluster_timeout)?;
-    let outcome = supervise::run_attempts(opts, &mut store, stop)?;
+    let outcome = supervise::run_attempts(opts, &mut store, stop, &restarts)?;
     // Node 0 keeps the store up until every launcher has seen the outcome.
     let _ = store.barrier("launch/exit", nnodes, Duration::from_secs(10));
     drop(server);

@@ -6,7 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,7 +29,13 @@ pub struct ProgressServer {
 
 impl ProgressServer {
     /// Binds `host:port` and serves `GET /progress` from the heartbeat at `heartbeat`.
-    pub fn start(host: &str, port: u16, heartbeat: PathBuf) -> io::Result<ProgressServer> {
+    /// `restarts` is the launchers' count of in-place restarts so far.
+    pub fn start(
+        host: &str,
+        port: u16,
+        heartbeat: PathBuf,
+        restarts: Arc<AtomicU32>,
+    ) -> io::Result<ProgressServer> {
         let listener = TcpListener::bind((host, port))?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -41,7 +47,8 @@ impl ProgressServer {
                 while !flag.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((s, _)) => {
-                            if let Err(e) = answer(s, &heartbeat) {
+                            let restarts = restarts.load(Ordering::Relaxed);
+                            if let Err(e) = answer(s, &heartbeat, restarts) {
                                 tracing::debug!("progress request dropped: {e}");
                             }
                         }
@@ -73,7 +80,7 @@ impl Drop for ProgressServer {
 }
 
 /// Reads one request head and answers it.
-fn answer(mut s: TcpStream, heartbeat: &std::path::Path) -> io::Result<()> {
+fn answer(mut s: TcpStream, heartbeat: &std::path::Path, restarts: u32) -> io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -89,9 +96,10 @@ fn answer(mut s: TcpStream, heartbeat: &std::path::Path) -> io::Result<()> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let wanted = format!("GET {PATH} ");
     let (status, body) = if line.starts_with(wanted.as_bytes()) {
-        let report = heartbeat::read(heartbeat)
+        let mut report = heartbeat::read(heartbeat)
             .map(|h| h.report())
             .unwrap_or_default();
+        report.restarts = (restarts > 0).then_some(restarts);
         ("200 OK", serde_json::to_vec(&report).unwrap_or_default())
     } else {
         ("404 Not Found", b"{}".to_vec())
@@ -125,7 +133,9 @@ mod tests {
     fn serves_rank_0_s_heartbeat_as_a_progress_report() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("worker_0.heartbeat");
-        let server = ProgressServer::start("127.0.0.1", 0, path.clone()).expect("starts");
+        let restarts = Arc::new(AtomicU32::new(0));
+        let server =
+            ProgressServer::start("127.0.0.1", 0, path.clone(), restarts.clone()).expect("starts");
         // Before the first heartbeat: step 0.
         let early = get(server.addr(), "/progress");
         assert!(early.starts_with("HTTP/1.1 200 OK"), "{early}");
@@ -138,6 +148,10 @@ mod tests {
         let body = out.split("\r\n\r\n").nth(1).expect("body");
         let r = ProgressReport::parse(body.as_bytes()).expect("a report");
         assert_eq!((r.step, r.total_steps, r.loss), (4, Some(10), Some(2.0)));
+        assert_eq!(r.restarts, None);
+        restarts.store(2, Ordering::Relaxed);
+        let out = get(server.addr(), "/progress");
+        assert!(out.ends_with(",\"restarts\":2}"), "{out}");
         assert!(get(server.addr(), "/metrics").starts_with("HTTP/1.1 404"));
         // Junk and silence do not stop it.
         let mut junk = TcpStream::connect(server.addr()).expect("connect");

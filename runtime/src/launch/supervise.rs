@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -372,9 +372,11 @@ pub(super) fn run_attempts(
     opts: &LaunchOptions,
     store: &mut StoreClient,
     stop: Arc<AtomicBool>,
+    restarts: &AtomicU32,
 ) -> Result<Outcome, Error> {
     let mut restart = 0u32;
     loop {
+        restarts.store(restart, Ordering::Relaxed);
         let outcome = run_once(opts, store, &stop, restart)?;
         let give_up = outcome.code == 0
             || !exit::is_retryable(outcome.code)

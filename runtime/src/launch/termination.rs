@@ -32,6 +32,7 @@ pub fn message(outcome: &Outcome, log_dir: &Path) -> TerminationMessage {
         message: Some(outcome.message.clone()),
         last_checkpoint_step: newest.as_ref().and_then(|s| s.last_checkpoint_step),
         last_checkpoint_path: newest.and_then(|s| s.last_checkpoint_path),
+        restarts: (outcome.restarts > 0).then_some(outcome.restarts),
     }
 }
 

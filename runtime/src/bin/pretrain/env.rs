@@ -48,7 +48,7 @@ pub struct Worker {
     pub local_world_size: usize,
 }
 
-const READ: [&str; 22] = [
+const READ: [&str; 23] = [
     names::RANK,
     names::WORLD_SIZE,
     names::LOCAL_RANK,
@@ -61,6 +61,7 @@ const READ: [&str; 22] = [
     names::STORE_TOKEN_FILE,
     names::MASTER_BIND,
     names::PROGRESS_PORT,
+    names::MAX_RESTARTS,
     names::ATTEMPT,
     names::RESTART,
     names::RESUME,

@@ -59,9 +59,9 @@ pub struct LaunchArgs {
     #[arg(long, alias = "progress_port")]
     progress_port: Option<u16>,
     /// Restart the workers of every node up to N times after a retryable failure; they resume
-    /// from the newest complete checkpoint
-    #[arg(long, alias = "max_restarts", default_value_t = 0)]
-    max_restarts: u32,
+    /// from the newest complete checkpoint [env PRETRAIN_MAX_RESTARTS, default 0]
+    #[arg(long, alias = "max_restarts")]
+    max_restarts: Option<u32>,
     /// Seconds between SIGTERM and SIGKILL when stopping workers
     #[arg(long, alias = "grace_period", default_value_t = 30.0)]
     grace_period: f64,
@@ -203,7 +203,9 @@ pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
                 .transpose()
                 .map_err(bad_env)?,
         },
-        max_restarts: a.max_restarts,
+        max_restarts: env
+            .or(a.max_restarts, names::MAX_RESTARTS, 0)
+            .map_err(bad_env)?,
         grace: Duration::from_secs_f64(a.grace_period.max(0.0)),
         command: worker_command(&a).map_err(invalid)?,
         worker_threads: (!env.has_thread_count()).then(|| (cores / local_worker_num.max(1)).max(1)),
