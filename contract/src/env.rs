@@ -34,6 +34,9 @@ pub const PROGRESS_PORT: &str = "PRETRAIN_PROGRESS_PORT";
 /// workers of every node after a retryable failure (the operator sets
 /// `failurePolicy.inPlaceRestarts`).
 pub const MAX_RESTARTS: &str = "PRETRAIN_MAX_RESTARTS";
+/// How many attempts' logs node 0's launcher keeps when its `--log-dir` is named
+/// `attempt-<n>`: it removes the sibling `attempt-<k>` directories with `k <= n - keep`.
+pub const LOG_KEEP: &str = "PRETRAIN_LOG_KEEP";
 /// The job's UID.
 pub const JOB_UID: &str = "PRETRAIN_JOB_UID";
 /// 1 for the first gang, +1 for each gang restart: keeps rendezvous keys of attempts apart.

@@ -40,6 +40,9 @@ pub struct TerminationMessage {
     /// In-place restarts of the workers the launcher did (`--max-restarts`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarts: Option<u32>,
+    /// The log file of the failing worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// Longest message kept from text that is not JSON (the kubelet caps termination messages at
@@ -84,6 +87,7 @@ mod tests {
             last_checkpoint_step: Some(1200),
             last_checkpoint_path: None,
             restarts: None,
+            log: None,
         };
         let json = m.to_json();
         assert_eq!(

@@ -177,8 +177,16 @@ pub struct CheckpointSpec {
     #[serde(default = "default_checkpoint_mount")]
     pub mount_path: String,
     /// The checkpoint directory, at or under `mountPath` (holds `iteration_<step>/` and the
-    /// commit marker `latest_checkpointed_iteration.txt`).
+    /// commit marker `latest_checkpointed_iteration.txt`). Worker logs go to
+    /// `<path>/logs/attempt-<n>/worker_<rank>.log`, so they outlive the pods.
     pub path: String,
+    /// Attempts whose logs are kept under `<path>/logs` (the newest ones).
+    #[serde(default = "default_keep_log_attempts")]
+    pub keep_log_attempts: u32,
+}
+
+fn default_keep_log_attempts() -> u32 {
+    5
 }
 
 fn default_checkpoint_mount() -> String {
@@ -480,6 +488,9 @@ pub struct FailureRecord {
     /// Human-readable detail (the runtime's termination message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The failing worker's log file (on the checkpoint volume, when the job has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
     /// When it was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,

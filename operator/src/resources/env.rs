@@ -73,7 +73,7 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
         plain(names::CONFIG, format!("{CONFIG_DIR}/{CONFIG_KEY}")),
         plain(names::RESUME, slot.resume),
         plain(names::TERMINATION_LOG, TERMINATION_LOG),
-        plain(names::LOG_DIR, LOG_DIR),
+        plain(names::LOG_DIR, log_dir(job, slot.attempt)),
         field(names::POD_NAME, "metadata.name"),
         field(names::POD_NAMESPACE, "metadata.namespace"),
         field(names::POD_IP, "status.podIP"),
@@ -88,6 +88,7 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
     }
     if let Some(ckpt) = &spec.checkpoint {
         env.push(plain(names::CHECKPOINT_DIR, &ckpt.path));
+        env.push(plain(names::LOG_KEEP, ckpt.keep_log_attempts.max(1)));
     }
     if spec.accelerator.kind == AcceleratorType::Ascend {
         let resource = resource_name(job).unwrap_or_default();
@@ -106,6 +107,15 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
     }
     env.extend(spec.env.iter().cloned());
     env
+}
+
+/// The launcher's log directory of `attempt`: on the checkpoint volume when the job has one
+/// (`<path>/logs/attempt-<n>`: the logs outlive the pods), else the pod's `emptyDir`.
+pub fn log_dir(job: &PretrainJob, attempt: u32) -> String {
+    match &job.spec.checkpoint {
+        Some(c) => format!("{}/logs/attempt-{attempt}", c.path.trim_end_matches('/')),
+        None => LOG_DIR.into(),
+    }
 }
 
 /// The port on which node 0's launcher serves the job's progress: the master port + 1.
@@ -175,6 +185,15 @@ mod tests {
             Some("/etc/pretrain/config.yaml")
         );
         assert!(get(&env, "RANK_TABLE_FILE").is_none());
+        // Logs per attempt on the checkpoint volume; the launchers' restart budget; progress.
+        assert_eq!(
+            get(&env, "PRETRAIN_LOG_DIR"),
+            Some("/checkpoints/run1/logs/attempt-2")
+        );
+        assert_eq!(get(&env, "PRETRAIN_LOG_KEEP"), Some("5"));
+        assert_eq!(get(&env, "PRETRAIN_MAX_RESTARTS"), Some("3"));
+        assert_eq!(get(&env, "PRETRAIN_PROGRESS_PORT"), Some("29501"));
+        assert!(get(&env, "PRETRAIN_HANG_TIMEOUT").is_none());
     }
 
     #[test]

@@ -334,14 +334,14 @@ mod tests {
                 .claim_name,
             "ckpt"
         );
-        // The launcher's logs go to an emptyDir, named to it by PRETRAIN_LOG_DIR.
+        // With a checkpoint volume the launcher's logs go there, per attempt (they outlive the
+        // pod); the emptyDir stays for jobs without one.
         assert!(by_name("logs").empty_dir.is_some());
         let mount = c.volume_mounts.iter().flatten().find(|m| m.name == "logs");
         assert_eq!(mount.expect("logs mount").mount_path, LOG_DIR);
         let env = c.env.as_deref().expect("env");
-        assert!(env
-            .iter()
-            .any(|e| e.name == "PRETRAIN_LOG_DIR" && e.value.as_deref() == Some(LOG_DIR)));
+        assert!(env.iter().any(|e| e.name == "PRETRAIN_LOG_DIR"
+            && e.value.as_deref() == Some("/checkpoints/run1/logs/attempt-1")));
         assert_eq!(
             spec.security_context.and_then(|s| s.fs_group),
             Some(security::IMAGE_GROUP)

@@ -170,6 +170,7 @@ fn failure_record(
                 exit_code: p.exit_code,
                 reason: reason_of(p),
                 message: t.message.filter(|m| !m.is_empty()),
+                log: t.log,
                 time: Some(time(now)),
             }
         }
@@ -211,7 +212,11 @@ fn summarize(record: &FailureRecord) -> String {
             .as_ref()
             .map(|m| format!(": {m}"))
             .unwrap_or_default(),
-    )
+    ) + &record
+        .log
+        .as_ref()
+        .map(|l| format!(" (log: {l})"))
+        .unwrap_or_default()
 }
 
 /// When the next attempt may start: `delay` after `now`, rounded up to whole seconds.

@@ -39,6 +39,7 @@ fn failed(rank: u32, attempt: u32, code: i32, step: Option<u64>) -> PodView {
             last_checkpoint_step: step,
             last_checkpoint_path: step.map(|s| format!("/ckpt/iteration_{s:08}")),
             restarts: None,
+            log: Some(format!("/ckpt/logs/attempt-{attempt}/worker_{rank}.log")),
         }),
         ..pod(rank, attempt, "Failed")
     }
@@ -566,4 +567,20 @@ fn in_place_restarts_the_launchers_report_are_counted_once() {
         t(50),
     );
     assert_eq!(o.status.in_place_restarts, 3);
+}
+
+#[test]
+fn the_failure_names_the_failing_worker_s_log() {
+    let s = spec(serde_json::json!({}));
+    let o = decide_at(
+        &s,
+        &running(2),
+        &[failed(1, 2, 137, None), pod(0, 2, "Running")],
+        10,
+    );
+    let f = o.status.last_failure.expect("failure");
+    assert_eq!(f.log.as_deref(), Some("/ckpt/logs/attempt-2/worker_1.log"));
+    assert!(o.events.iter().any(|e| e
+        .message
+        .contains("(log: /ckpt/logs/attempt-2/worker_1.log)")));
 }

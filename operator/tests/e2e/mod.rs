@@ -290,6 +290,8 @@ struct Interrupted {
     next_step: std::time::Duration,
     /// The pod UIDs before the signal and at the end.
     uids: (Vec<String>, Vec<String>),
+    /// The worker logs on the checkpoint volume at the end: (attempt dir/file, bytes).
+    logs: Vec<(String, u64)>,
     /// (step, loss) of the uninterrupted run and of the interrupted one.
     want: Vec<(u64, f64)>,
     got: Vec<(u64, f64)>,
@@ -370,11 +372,35 @@ async fn interrupted(
             .expect("pods")
             .items,
     );
+    let log_root = pvc.join("qwen3-tiny/checkpoint/logs");
+    let mut logs: Vec<(String, u64)> = std::fs::read_dir(&log_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|attempt| {
+            std::fs::read_dir(attempt.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".log"))
+        .map(|f| {
+            let rel = f
+                .path()
+                .strip_prefix(&log_root)
+                .expect("under")
+                .display()
+                .to_string();
+            (rel, f.metadata().map(|m| m.len()).unwrap_or(0))
+        })
+        .collect();
+    logs.sort();
     Interrupted {
         done,
         regang,
         next_step,
         uids: (before, after),
+        logs,
         want,
         got,
         repeats,
@@ -400,6 +426,26 @@ async fn a_killed_worker_restarts_the_gang_and_the_job_ends_as_if_uninterrupted(
     assert_eq!(
         status.infra_restarts, 0,
         "a killed worker is the job's failure"
+    );
+    // Attempt 1's worker logs outlive its pods, and the failure says where the failing
+    // worker's log is.
+    let names: Vec<&str> = run.logs.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "attempt-1/worker_0.log",
+        "attempt-1/worker_1.log",
+        "attempt-2/worker_0.log",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert!(
+        run.logs.iter().all(|(_, bytes)| *bytes > 0),
+        "{:?}",
+        run.logs
+    );
+    let log = failure.log.as_deref().expect("the failing worker's log");
+    assert!(
+        log.starts_with("/checkpoints/qwen3-tiny/checkpoint/logs/attempt-1/worker_"),
+        "{log}"
     );
     assert_eq!(
         run.got, run.want,

@@ -54,6 +54,9 @@ pub struct LaunchOptions {
     pub token: Token,
     /// The address node 0's store binds (default: `master_addr`).
     pub master_bind: Option<String>,
+    /// With a `--log-dir` named `attempt-<n>`, node 0 keeps only this many newest `attempt-<k>`
+    /// siblings (`None`: all).
+    pub log_keep: Option<u32>,
     /// Node 0 serves rank 0's progress at `GET /progress` on this port (same address as the
     /// store).
     pub progress_port: Option<u16>,
@@ -139,6 +142,36 @@ impl LaunchOptions {
     }
 }
 
+/// The `k` of a directory named `attempt-<k>`.
+fn attempt_of(dir: &std::path::Path) -> Option<u64> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix("attempt-")?
+        .parse()
+        .ok()
+}
+
+/// Removes the `attempt-<k>` siblings of `log_dir` (`attempt-<n>`) with `k <= n - keep`, so
+/// that the logs of the `keep` newest attempts stay. Failures are logged, not fatal.
+fn prune_attempt_logs(log_dir: &std::path::Path, keep: u32) {
+    let (Some(n), Some(parent)) = (attempt_of(log_dir), log_dir.parent()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for dir in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+        if attempt_of(&dir).is_some_and(|k| k + u64::from(keep) <= n) && dir.is_dir() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "removed the logs of an old attempt")
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), "cannot remove old logs: {e}"),
+            }
+        }
+    }
+}
+
 /// Runs the job's workers on this node until they finish, fail, or `stop` is raised (SIGTERM:
 /// forwarded to the workers, which save a final checkpoint and exit 10).
 pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error> {
@@ -147,6 +180,9 @@ pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error
         what: format!("cannot create --log-dir {}", opts.log_dir.display()),
         source,
     })?;
+    if let (0, Some(keep)) = (opts.node_rank, opts.log_keep) {
+        prune_attempt_logs(&opts.log_dir, keep);
+    }
     let server = if opts.node_rank == 0 {
         let bind = opts.master_bind.as_deref().unwrap_or(&opts.master_addr);
         let s = StoreServer::start(bind, opts.master_port, &opts.job_id, &opts.token)?;
@@ -187,4 +223,28 @@ pub fn run(opts: &LaunchOptions, stop: Arc<AtomicBool>) -> Result<Outcome, Error
     let _ = store.barrier("launch/exit", nnodes, Duration::from_secs(10));
     drop(server);
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_newest_attempts_logs_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for k in 1..=6 {
+            std::fs::create_dir_all(dir.path().join(format!("attempt-{k}"))).expect("mkdir");
+        }
+        std::fs::create_dir_all(dir.path().join("other")).expect("mkdir");
+        prune_attempt_logs(&dir.path().join("attempt-6"), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["attempt-4", "attempt-5", "attempt-6", "other"]);
+        // A log directory not named attempt-<n> prunes nothing.
+        prune_attempt_logs(&dir.path().join("other"), 1);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 4);
+    }
 }

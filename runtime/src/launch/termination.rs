@@ -33,6 +33,12 @@ pub fn message(outcome: &Outcome, log_dir: &Path) -> TerminationMessage {
         last_checkpoint_step: newest.as_ref().and_then(|s| s.last_checkpoint_step),
         last_checkpoint_path: newest.and_then(|s| s.last_checkpoint_path),
         restarts: (outcome.restarts > 0).then_some(outcome.restarts),
+        log: outcome.rank.filter(|_| outcome.code != 0).map(|r| {
+            log_dir
+                .join(format!("worker_{r}.log"))
+                .display()
+                .to_string()
+        }),
     }
 }
 
@@ -70,5 +76,8 @@ mod tests {
         assert_eq!(v["reason"], "WorkerKilled");
         assert_eq!(v["lastCheckpointStep"], 30);
         assert_eq!(v["lastCheckpointPath"], "/ck/iteration_00000030");
+        let log = dir.path().join("worker_1.log");
+        assert_eq!(v["log"], log.display().to_string());
+        assert!(v.get("restarts").is_none());
     }
 }

@@ -48,7 +48,7 @@ pub struct Worker {
     pub local_world_size: usize,
 }
 
-const READ: [&str; 23] = [
+const READ: [&str; 24] = [
     names::RANK,
     names::WORLD_SIZE,
     names::LOCAL_RANK,
@@ -62,6 +62,7 @@ const READ: [&str; 23] = [
     names::MASTER_BIND,
     names::PROGRESS_PORT,
     names::MAX_RESTARTS,
+    names::LOG_KEEP,
     names::ATTEMPT,
     names::RESTART,
     names::RESUME,
