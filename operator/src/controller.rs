@@ -208,7 +208,14 @@ async fn write_status(
     Ok(())
 }
 
-async fn act(job: &PretrainJob, ns: &str, ctx: &Context, action: &Action) -> Result<(), Error> {
+/// Performs `action`; new pods avoid the nodes `avoid` (`status.excludedNodes`).
+async fn act(
+    job: &PretrainJob,
+    ns: &str,
+    ctx: &Context,
+    action: &Action,
+    avoid: &[String],
+) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     match action {
         Action::None => {}
@@ -219,13 +226,14 @@ async fn act(job: &PretrainJob, ns: &str, ctx: &Context, action: &Action) -> Res
         } => {
             let mut created = 0;
             for &rank in ranks {
-                let p = pod::build(
+                let p = pod::build_avoiding(
                     job,
                     PodSlot {
                         rank,
                         attempt: *attempt,
                         resume: *resume,
                     },
+                    avoid,
                 )?;
                 match pods.create(&PostParams::default(), &p).await {
                     Ok(_) => created += 1,
@@ -397,7 +405,14 @@ async fn reconcile_inner(job: &PretrainJob, ctx: &Context) -> Result<Requeue, Er
         r => r?,
     }
     publish(ctx, job, &outcome).await;
-    act(job, &ns, ctx, &outcome.action).await?;
+    act(
+        job,
+        &ns,
+        ctx,
+        &outcome.action,
+        &outcome.status.excluded_nodes,
+    )
+    .await?;
     // A running job is looked at again when its progress is due.
     let requeue = match outcome.requeue_after {
         Some(d) if outcome.status.phase == Phase::Running => d.min(ctx.progress_interval),

@@ -433,6 +433,13 @@ pub struct PretrainJobStatus {
     /// Gang restarts so far (suspensions excluded), whatever their cause.
     #[serde(default)]
     pub restarts: u32,
+    /// Nodes on which this job's pods failed twice for infrastructure reasons: later attempts'
+    /// pods avoid them (node affinity). At most 16, the oldest dropped; cleared on success.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_nodes: Vec<String>,
+    /// Infrastructure failures per node (bounded like `excludedNodes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_failures: Vec<NodeFailures>,
     /// Workers restarted in place by the launchers (no pod recreated), over all attempts.
     #[serde(default)]
     pub in_place_restarts: u32,
@@ -494,6 +501,16 @@ pub struct FailureRecord {
     /// When it was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
+}
+
+/// Infrastructure failures of the job's pods on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFailures {
+    /// Node name.
+    pub node: String,
+    /// Failures seen there.
+    pub failures: u32,
 }
 
 /// Training progress (`status.progress`).

@@ -455,6 +455,9 @@ impl Ctx<'_> {
     /// Every pod of the attempt exited 0: `Succeeded`, with the newest reported checkpoint.
     fn succeed(mut self, pods: &[PodView]) -> Outcome {
         let now = self.now;
+        // A job that succeeded has no use for its list of bad nodes.
+        self.st.excluded_nodes.clear();
+        self.st.node_failures.clear();
         self.count_in_place(progress::reported_restarts(pods));
         if let Some(c) = reported_checkpoint(pods, self.st.last_checkpoint.as_ref()) {
             self.st.last_checkpoint = Some(c);

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
+    Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource,
+    Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -119,10 +120,25 @@ fn config_map_volume(name: &str, cm: String) -> Volume {
 
 /// Builds the pod for `slot`.
 pub fn build(job: &PretrainJob, slot: PodSlot) -> Result<Pod, BuildError> {
+    build_avoiding(job, slot, &[])
+}
+
+/// [`build`] for a pod that must not run on the nodes `avoid` (`status.excludedNodes`): a
+/// required node affinity term `metadata.name NotIn avoid`, before `podTemplate` (a template
+/// that sets its own required node affinity replaces it).
+pub fn build_avoiding(
+    job: &PretrainJob,
+    slot: PodSlot,
+    avoid: &[String],
+) -> Result<Pod, BuildError> {
     let name = pod_name(job, slot.rank);
     let (volumes, mounts) = volumes(job)?;
     let container = container(job, slot, mounts)?;
-    let pod_spec = patch_template(job, pod_spec(job, &name, container, volumes))?;
+    let mut spec = pod_spec(job, &name, container, volumes);
+    if !avoid.is_empty() {
+        spec.affinity = Some(avoid_nodes(avoid));
+    }
+    let pod_spec = patch_template(job, spec)?;
     security::check_root(&pod_spec)?;
     let annotations = annotations(job, slot);
     Ok(Pod {
@@ -168,6 +184,26 @@ fn annotations(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
         annotations.insert(RANK_INDEX_ANNOTATION.into(), slot.rank.to_string());
     }
     annotations
+}
+
+/// Node affinity that keeps a pod off the nodes `avoid`.
+fn avoid_nodes(avoid: &[String]) -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_fields: Some(vec![NodeSelectorRequirement {
+                        key: "metadata.name".into(),
+                        operator: "NotIn".into(),
+                        values: Some(avoid.to_vec()),
+                    }]),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The pod's volumes and the container's mounts of them: the config (read-only), the logs,
@@ -412,5 +448,31 @@ mod tests {
             .find(|v| v.name == "checkpoint")
             .expect("ckpt");
         assert_eq!(v.host_path.as_ref().expect("hostPath").path, "/data/ckpt");
+    }
+
+    #[test]
+    fn excluded_nodes_become_a_required_node_affinity() {
+        let job = fixtures::cpu_job();
+        let avoid = vec!["bad-1".to_string(), "bad-2".to_string()];
+        let p = build_avoiding(&job, slot(0), &avoid).expect("pod");
+        let terms = p
+            .spec
+            .and_then(|s| {
+                s.affinity?
+                    .node_affinity?
+                    .required_during_scheduling_ignored_during_execution
+            })
+            .expect("required node affinity")
+            .node_selector_terms;
+        let fields = terms[0].match_fields.as_ref().expect("fields");
+        assert_eq!(fields[0].key, "metadata.name");
+        assert_eq!(fields[0].operator, "NotIn");
+        assert_eq!(fields[0].values.as_deref(), Some(&avoid[..]));
+        assert!(build(&job, slot(0))
+            .expect("pod")
+            .spec
+            .expect("spec")
+            .affinity
+            .is_none());
     }
 }

@@ -190,6 +190,51 @@ fn failure_record(
     }
 }
 
+/// Nodes remembered at most (failures per node, and excluded nodes).
+const MAX_NODES: usize = 16;
+
+/// Infrastructure failures on one node after which later attempts avoid it.
+const EXCLUDE_AFTER: u32 = 2;
+
+impl Ctx<'_> {
+    /// Counts an infrastructure failure on `node`; the second one excludes the node from
+    /// later attempts (with an Event).
+    fn note_bad_node(&mut self, node: &str) {
+        let st = &mut self.st;
+        let failures = match st.node_failures.iter_mut().find(|n| n.node == node) {
+            Some(n) => {
+                n.failures += 1;
+                n.failures
+            }
+            None => {
+                if st.node_failures.len() >= MAX_NODES {
+                    st.node_failures.remove(0);
+                }
+                st.node_failures.push(crate::crd::NodeFailures {
+                    node: node.into(),
+                    failures: 1,
+                });
+                1
+            }
+        };
+        if failures < EXCLUDE_AFTER || st.excluded_nodes.iter().any(|n| n == node) {
+            return;
+        }
+        if st.excluded_nodes.len() >= MAX_NODES {
+            st.excluded_nodes.remove(0);
+        }
+        st.excluded_nodes.push(node.into());
+        self.event(
+            true,
+            "NodeExcluded",
+            format!(
+                "{failures} infrastructure failures of this job's pods on node {node}: later \
+                 attempts avoid it"
+            ),
+        );
+    }
+}
+
 /// One line for events and conditions: attempt, rank, pod, node, exit code, reason, message.
 fn summarize(record: &FailureRecord) -> String {
     let exit = record
@@ -245,6 +290,11 @@ impl Ctx<'_> {
     /// Ends the attempt on `record`: restart it or fail the job, as the policy says.
     pub(super) fn end_attempt(mut self, record: FailureRecord, pods: &[PodView]) -> Outcome {
         self.count_in_place(super::progress::reported_restarts(pods));
+        if is_infra(&record.reason) {
+            if let Some(node) = &record.node {
+                self.note_bad_node(node);
+            }
+        }
         let progressed = self.record_checkpoint(pods);
         let summary = summarize(&record);
         self.event(true, "RankFailed", summary.clone());

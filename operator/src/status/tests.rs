@@ -584,3 +584,40 @@ fn the_failure_names_the_failing_worker_s_log() {
         .message
         .contains("(log: /ckpt/logs/attempt-2/worker_1.log)")));
 }
+
+#[test]
+fn a_node_with_two_infrastructure_failures_is_avoided_until_success() {
+    let s = spec(serde_json::json!({"failurePolicy": {"maxRestarts": 3,
+        "maxRestartsWithoutProgress": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}}}));
+    let evicted = |attempt| PodView {
+        reason: Some("Evicted".into()),
+        node: Some("bad-node".into()),
+        ..pod(0, attempt, "Failed")
+    };
+    // Attempt 1: evicted from bad-node, counted, not excluded yet.
+    let o = decide_at(&s, &running(1), &[evicted(1)], 10);
+    assert_eq!(o.status.node_failures[0].failures, 1);
+    assert!(o.status.excluded_nodes.is_empty());
+    // Attempt 2: again: excluded, with an Event.
+    let mut st = o.status.clone();
+    st.phase = Phase::Running;
+    st.attempt = 2;
+    let o = decide_at(&s, &st, &[evicted(2)], 20);
+    assert_eq!(o.status.excluded_nodes, ["bad-node"]);
+    assert!(o.events.iter().any(|e| e.reason == "NodeExcluded"));
+    // A failure of the job itself on another node does not count.
+    let mut st = o.status.clone();
+    st.phase = Phase::Running;
+    st.attempt = 3;
+    let o = decide_at(&s, &st, &[failed(0, 3, 1, None)], 30);
+    assert_eq!(o.status.excluded_nodes, ["bad-node"]);
+    assert_eq!(o.status.node_failures.len(), 1);
+    // Success clears the list.
+    let mut st = o.status.clone();
+    st.phase = Phase::Running;
+    st.attempt = 4;
+    let done = [pod(0, 4, "Succeeded"), pod(1, 4, "Succeeded")];
+    let o = decide_at(&s, &st, &done, 40);
+    assert_eq!(o.status.phase, Phase::Succeeded);
+    assert!(o.status.excluded_nodes.is_empty() && o.status.node_failures.is_empty());
+}
