@@ -12,7 +12,8 @@
 # "train --config configs/qwen3/x.yaml --parallel_config.data_parallel 2". Unlike msrun, JOIN
 # False still waits for the workers (a container must not exit while they run); it only
 # decides whether their output is also streamed here. The pretrain binary is $PRETRAIN_BIN,
-# else target/release/pretrain of this checkout, else `pretrain` on PATH.
+# else target/release/pretrain of this checkout, else `pretrain` on PATH. Several nodes need
+# one secret token: export PRETRAIN_STORE_TOKEN_FILE (or PRETRAIN_STORE_TOKEN) on every node.
 set -euo pipefail
 
 WORKER_NUM=8

@@ -9,7 +9,7 @@ pub const PATH: &str = "/progress";
 
 /// What rank 0 has done so far in the current attempt. Every field but `step` is optional to a
 /// reader.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressReport {
     /// Last completed optimizer step (0 before the first).
@@ -68,7 +68,7 @@ mod tests {
         };
         let text = serde_json::to_string(&r).expect("json");
         assert!(text.contains("\"totalSteps\":100"), "{text}");
-        assert_eq!(ProgressReport::parse(text.as_bytes()), Some(r.clone()));
+        assert_eq!(ProgressReport::parse(text.as_bytes()), Some(r));
         assert_eq!(r.seconds_left(), Some(35.0));
         assert_eq!(
             ProgressReport::parse(b"{\"step\": 3}").map(|r| r.step),

@@ -652,7 +652,14 @@ async fn progress_shows_in_status_and_a_frozen_pod_is_hung_by_the_operator() {
     let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
     let mut seen: Vec<pretrain_operator::crd::ProgressStatus> = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while seen.len() < 2 {
+    // Two steps apart at least, the later one with a measured pace (its ETA and tokens/s).
+    let paced = |seen: &[pretrain_operator::crd::ProgressStatus]| {
+        seen.len() >= 2
+            && seen
+                .last()
+                .is_some_and(|p| p.estimated_completion_time.is_some())
+    };
+    while !paced(&seen) {
         if std::time::Instant::now() > deadline {
             let st = jobs.get("frozen").await.ok().and_then(|j| j.status);
             let logs: Vec<String> = std::fs::read_dir(dir.path().join("pods"))
@@ -672,7 +679,7 @@ async fn progress_shows_in_status_and_a_frozen_pod_is_hung_by_the_operator() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let (a, b) = (&seen[0], &seen[1]);
+    let (a, b) = (&seen[0], &seen[seen.len() - 1]);
     assert!(b.step > a.step, "{a:?} then {b:?}");
     assert_eq!(b.total_steps, Some(3000));
     assert!(b.estimated_completion_time.is_some(), "{b:?}");

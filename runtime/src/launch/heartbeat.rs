@@ -71,61 +71,37 @@ impl Progress {
         });
         let nonzero = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|&v| v > 0);
         let tokens = nonzero(&self.tokens_per_step);
+        let loss = f32::from_bits(self.loss_bits.load(Ordering::Relaxed) as u32);
         Heartbeat {
             beat,
-            step,
             progress: self.events.load(Ordering::Relaxed),
-            total_steps: nonzero(&self.total_steps),
-            loss: (step > 0).then(|| f32::from_bits(self.loss_bits.load(Ordering::Relaxed) as u32)),
-            seconds_per_step,
-            tokens_per_second: seconds_per_step
-                .zip(tokens)
-                .filter(|(s, _)| *s > 0.0)
-                .map(|(s, t)| t as f64 / s),
-            last_checkpoint_step: nonzero(&self.checkpoint),
+            report: ProgressReport {
+                step,
+                total_steps: nonzero(&self.total_steps),
+                loss: (step > 0).then_some(loss),
+                seconds_per_step,
+                tokens_per_second: seconds_per_step
+                    .zip(tokens)
+                    .filter(|(s, _)| *s > 0.0)
+                    .map(|(s, t)| t as f64 / s),
+                last_checkpoint_step: nonzero(&self.checkpoint),
+                restarts: None,
+            },
         }
     }
 }
 
-/// One heartbeat (a small JSON object).
+/// One heartbeat (a small JSON object): the liveness counters, and the progress rank 0's
+/// launcher serves as the job's progress report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Counts up with every write.
     pub beat: u64,
-    /// Last completed step.
-    pub step: u64,
     /// Progress events so far.
     pub progress: u64,
-    /// Steps of the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total_steps: Option<u64>,
-    /// Loss of the last step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss: Option<f32>,
-    /// Mean seconds per step of this process.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seconds_per_step: Option<f64>,
-    /// Training tokens per second at that pace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_per_second: Option<f64>,
-    /// Newest committed checkpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_checkpoint_step: Option<u64>,
-}
-
-impl Heartbeat {
-    /// The job's progress report from rank 0's heartbeat.
-    pub fn report(&self) -> ProgressReport {
-        ProgressReport {
-            step: self.step,
-            total_steps: self.total_steps,
-            loss: self.loss,
-            seconds_per_step: self.seconds_per_step,
-            tokens_per_second: self.tokens_per_second,
-            last_checkpoint_step: self.last_checkpoint_step,
-            restarts: None,
-        }
-    }
+    /// Step, run length, loss, pace and newest checkpoint.
+    #[serde(flatten)]
+    pub report: ProgressReport,
 }
 
 /// Writes `hb` to `path` (temporary file + rename: a reader never sees half of it).
@@ -198,7 +174,7 @@ impl Watch {
             }
             self.last = Some(hb);
         }
-        let step = self.last.map_or(0, |h| h.step);
+        let step = self.last.map_or(0, |h| h.report.step);
         let silent = now - self.beat_at;
         if silent > limits.heartbeat {
             return Some(format!(
@@ -226,24 +202,28 @@ mod tests {
     fn hb(beat: u64, step: u64, progress: u64) -> Option<Heartbeat> {
         Some(Heartbeat {
             beat,
-            step,
             progress,
-            ..Heartbeat::default()
+            report: ProgressReport {
+                step,
+                ..ProgressReport::default()
+            },
         })
     }
 
     #[test]
     fn the_heartbeat_carries_the_run_s_progress() {
         let p = Progress::default();
-        let early = p.heartbeat(1);
+        let early = p.heartbeat(1).report;
         assert_eq!((early.step, early.loss, early.total_steps), (0, None, None));
         p.plan(100, 4096);
         p.step_done(1, 3.5);
         std::thread::sleep(Duration::from_millis(20));
         p.step_done(3, 3.25);
         p.saved(3);
-        let hb = p.heartbeat(2);
-        assert_eq!((hb.step, hb.progress, hb.total_steps), (3, 3, Some(100)));
+        let beat = p.heartbeat(2);
+        assert_eq!(beat.progress, 3);
+        let hb = beat.report;
+        assert_eq!((hb.step, hb.total_steps), (3, Some(100)));
         assert_eq!(hb.loss, Some(3.25));
         assert_eq!(hb.last_checkpoint_step, Some(3));
         let pace = hb.seconds_per_step.expect("two steps measured");
@@ -251,7 +231,9 @@ mod tests {
         let tps = hb.tokens_per_second.expect("tokens per second");
         assert!((tps - 4096.0 / pace).abs() < 1e-6 * tps);
         let back: Heartbeat =
-            serde_json::from_slice(&serde_json::to_vec(&hb).expect("json")).expect("parse");
+            serde_json::from_slice(&serde_json::to_vec(&beat).expect("json")).expect("parse");
+        assert_eq!(back.progress, beat.progress);
+        let back = back.report;
         // serde_json's float parsing may differ in the last bit.
         let close = |a: Option<f64>, b: Option<f64>| {
             a.zip(b)
@@ -263,7 +245,7 @@ mod tests {
             (back.step, back.loss, back.last_checkpoint_step),
             (hb.step, hb.loss, hb.last_checkpoint_step)
         );
-        assert_eq!(hb.report().seconds_left(), Some(97.0 * pace));
+        assert_eq!(hb.seconds_left(), Some(97.0 * pace));
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn answer(mut s: TcpStream, heartbeat: &std::path::Path, restarts: u32) -> io::R
     let wanted = format!("GET {PATH} ");
     let (status, body) = if line.starts_with(wanted.as_bytes()) {
         let mut report = heartbeat::read(heartbeat)
-            .map(|h| h.report())
+            .map(|h| h.report)
             .unwrap_or_default();
         report.restarts = (restarts > 0).then_some(restarts);
         ("200 OK", serde_json::to_vec(&report).unwrap_or_default())
