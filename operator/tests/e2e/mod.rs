@@ -299,6 +299,75 @@ struct Interrupted {
     repeats: usize,
 }
 
+/// The sorted UIDs of the pods in `ns`.
+async fn pod_uids(client: &Client, ns: &str) -> Vec<String> {
+    let mut u: Vec<String> = super::pods(client, ns)
+        .await
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    u.sort();
+    u
+}
+
+/// How many pods of `attempt` run.
+async fn running_pods(client: &Client, ns: &str, attempt: u32) -> usize {
+    let attempt = attempt.to_string();
+    super::pods(client, ns)
+        .await
+        .iter()
+        .filter(|p| {
+            super::label(p, "pretrain.io/attempt") == attempt
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .count()
+}
+
+/// `kill -<signal> <pid>`, which must succeed.
+fn send(signal: &str, pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -{signal} {pid}");
+}
+
+/// Lines of a file (0 while it does not exist).
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// The `<attempt dir>/<file>.log` files under `root` with their sizes, sorted.
+fn worker_logs(root: &Path) -> Vec<(String, u64)> {
+    let files = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|attempt| {
+            std::fs::read_dir(attempt.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        });
+    let mut logs: Vec<(String, u64)> = files
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".log"))
+        .map(|f| {
+            let path = f.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            (rel, f.metadata().map(|m| m.len()).unwrap_or(0))
+        })
+        .collect();
+    logs.sort();
+    logs
+}
+
 /// The CPU example for 30 steps without interruption, then again as `name` (with `env` in
 /// `spec.env`) with `kill -<signal>` sent to rank 1's worker after step 8, to its Succeeded end.
 async fn interrupted(
@@ -321,86 +390,36 @@ async fn interrupted(
         run_example_in_place(client, ns, dir2.path(), name, &long, env, in_place).await;
     let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
     wait_steps(&metrics, 8).await;
-    let uids = |pods: Vec<k8s_openapi::api::core::v1::Pod>| {
-        let mut u: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-        u.sort();
-        u
-    };
-    let before = uids(super::pods(client, ns).await);
+    let before = pod_uids(client, ns).await;
     let pods_dir = dir2.path().join("pods");
     let pod = format!("{name}-1");
     let pid = super::support::wait_for(30, &format!("the worker pid of pod {pod}"), || async {
         worker_pid(&pods_dir, &pod, 1)
     })
     .await;
-    let lines = |p: &Path| {
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
-    let logged = lines(&metrics);
+    let logged = line_count(&metrics);
     let signalled_at = std::time::Instant::now();
-    let ok = std::process::Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    send(signal, pid);
     let next_step = super::support::wait_for(120, "a step after the signal", || async {
-        (lines(&metrics) > logged).then(|| signalled_at.elapsed())
+        (line_count(&metrics) > logged).then(|| signalled_at.elapsed())
     })
     .await;
     let regang = super::support::wait_for(120, "attempt 2 running", || async {
         if in_place > 0 {
             return Some(std::time::Duration::ZERO);
         }
-        let p = super::pods(client, ns).await;
-        let running = p.iter().filter(|p| {
-            super::label(p, "pretrain.io/attempt") == "2"
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        });
-        (running.count() == 2).then_some(signalled_at.elapsed())
+        (running_pods(client, ns, 2).await == 2).then_some(signalled_at.elapsed())
     })
     .await;
     let done = wait_phase(client, ns, name, Phase::Succeeded, 300).await;
     node.shutdown().await;
     let (got, repeats) = losses(&metrics);
-    let after = uids(
-        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
-            .list(&Default::default())
-            .await
-            .expect("pods")
-            .items,
-    );
-    let log_root = pvc.join("qwen3-tiny/checkpoint/logs");
-    let mut logs: Vec<(String, u64)> = std::fs::read_dir(&log_root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|attempt| {
-            std::fs::read_dir(attempt.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|f| f.file_name().to_string_lossy().ends_with(".log"))
-        .map(|f| {
-            let rel = f
-                .path()
-                .strip_prefix(&log_root)
-                .expect("under")
-                .display()
-                .to_string();
-            (rel, f.metadata().map(|m| m.len()).unwrap_or(0))
-        })
-        .collect();
-    logs.sort();
     Interrupted {
         done,
         regang,
         next_step,
-        uids: (before, after),
-        logs,
+        uids: (before, pod_uids(client, ns).await),
+        logs: worker_logs(&pvc.join("qwen3-tiny/checkpoint/logs")),
         want,
         got,
         repeats,
@@ -627,6 +646,41 @@ fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The distinct `status.progress` values of job `name` until two steps apart were seen, the
+/// later one with a measured pace (its ETA and tokens/s); panics with the status and the pod
+/// logs under `pods_dir` after 120 s.
+async fn paced_progress(
+    jobs: &Api<PretrainJob>,
+    name: &str,
+    pods_dir: &Path,
+) -> Vec<pretrain_operator::crd::ProgressStatus> {
+    let mut seen: Vec<pretrain_operator::crd::ProgressStatus> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let paced = |seen: &[pretrain_operator::crd::ProgressStatus]| {
+        seen.len() >= 2
+            && seen
+                .last()
+                .is_some_and(|p| p.estimated_completion_time.is_some())
+    };
+    while !paced(&seen) {
+        if std::time::Instant::now() > deadline {
+            let st = jobs.get(name).await.ok().and_then(|j| j.status);
+            let logs: Vec<String> = std::fs::read_dir(pods_dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("log")).ok())
+                .collect();
+            panic!("progress: {seen:?}\nstatus: {st:?}\nlogs: {logs:?}");
+        }
+        let progress = jobs.get(name).await.ok().and_then(|j| j.status?.progress);
+        if let Some(p) = progress.filter(|p| seen.last().is_none_or(|l| l.step != p.step)) {
+            seen.push(p);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    seen
+}
+
 #[tokio::test]
 #[ignore = "needs etcd + kube-apiserver, root (mount namespaces) and the release binaries"]
 async fn progress_shows_in_status_and_a_frozen_pod_is_hung_by_the_operator() {
@@ -650,35 +704,7 @@ async fn progress_shows_in_status_and_a_frozen_pod_is_hung_by_the_operator() {
         .expect("apply");
     // STEP and ETA advance in status while it trains.
     let metrics = pvc.join("qwen3-tiny/metrics.jsonl");
-    let mut seen: Vec<pretrain_operator::crd::ProgressStatus> = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    // Two steps apart at least, the later one with a measured pace (its ETA and tokens/s).
-    let paced = |seen: &[pretrain_operator::crd::ProgressStatus]| {
-        seen.len() >= 2
-            && seen
-                .last()
-                .is_some_and(|p| p.estimated_completion_time.is_some())
-    };
-    while !paced(&seen) {
-        if std::time::Instant::now() > deadline {
-            let st = jobs.get("frozen").await.ok().and_then(|j| j.status);
-            let logs: Vec<String> = std::fs::read_dir(dir.path().join("pods"))
-                .into_iter()
-                .flatten()
-                .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("log")).ok())
-                .collect();
-            panic!("progress: {seen:?}\nstatus: {st:?}\nlogs: {logs:?}");
-        }
-        let progress = jobs
-            .get("frozen")
-            .await
-            .ok()
-            .and_then(|j| j.status?.progress);
-        if let Some(p) = progress.filter(|p| seen.last().is_none_or(|l| l.step != p.step)) {
-            seen.push(p);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let seen = paced_progress(&jobs, "frozen", &dir.path().join("pods")).await;
     let (a, b) = (&seen[0], &seen[seen.len() - 1]);
     assert!(b.step > a.step, "{a:?} then {b:?}");
     assert_eq!(b.total_steps, Some(3000));
@@ -700,11 +726,7 @@ async fn progress_shows_in_status_and_a_frozen_pod_is_hung_by_the_operator() {
     let launcher = parent_of(worker).expect("the launcher");
     let frozen_at = std::time::Instant::now();
     for pid in [launcher, worker] {
-        let ok = std::process::Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
+        send("STOP", pid);
     }
     let hung = super::support::wait_for(120, "the operator's Hung restart", || async {
         let st = jobs.get("frozen").await.ok()?.status?;
@@ -726,13 +748,7 @@ async fn progress_shows_in_status_and_a_frozen_pod_is_hung_by_the_operator() {
         hung.0
     );
     let regang = super::support::wait_for(120, "attempt 2 running", || async {
-        let p = super::pods(&client, ns).await;
-        p.iter()
-            .any(|p| {
-                super::label(p, "pretrain.io/attempt") == "2"
-                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            })
-            .then(|| frozen_at.elapsed())
+        (running_pods(&client, ns, 2).await > 0).then(|| frozen_at.elapsed())
     })
     .await;
     println!(

@@ -175,33 +175,15 @@ async fn service_account(
     Ok(())
 }
 
-/// Starts `pod`'s first container in a private mount namespace; see the module docs of
-/// `kubelet` for what is emulated.
-pub async fn start(
+/// The host directory behind each of the pod's volumes: ConfigMap and Secret files written
+/// from the API under `dir`, claim directories from `claims`, fresh `emptyDir`s, `hostPath`s.
+async fn volume_sources(
     client: &kube::Client,
-    pod: &Pod,
     ns: &str,
+    spec: &PodSpec,
+    dir: &Path,
     claims: &HashMap<String, PathBuf>,
-    bin: &Path,
-    work: &Path,
-) -> Result<Started, String> {
-    let name = pod.name_any();
-    let spec = pod.spec.as_ref().ok_or("no spec")?;
-    let c = spec.containers.first().ok_or("no container")?;
-    let img = image(c.image.as_deref().unwrap_or_default())?;
-    let (uid, gid, groups) = identity(spec, c, &img)?;
-    let dir = work.join(format!("{name}-{}", pod.uid().unwrap_or_default()));
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    // /etc/hosts: the host's plus every pod of the job under its cluster DNS names.
-    let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    if let Some(sub) = spec.subdomain.as_deref() {
-        for k in 0..32 {
-            let host = format!("{sub}-{k}.{sub}.{ns}.svc");
-            hosts.push_str(&format!("127.0.0.{} {host} {host}.cluster.local\n", 10 + k));
-        }
-    }
-    std::fs::write(dir.join("hosts"), hosts).map_err(io)?;
-    // Volumes → host paths.
+) -> Result<HashMap<String, PathBuf>, String> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let mut sources: HashMap<String, PathBuf> = HashMap::new();
     for v in spec.volumes.iter().flatten() {
@@ -253,6 +235,36 @@ pub async fn start(
         }
         sources.insert(v.name.clone(), d);
     }
+    Ok(sources)
+}
+
+/// Starts `pod`'s first container in a private mount namespace; see the module docs of
+/// `kubelet` for what is emulated.
+pub async fn start(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    claims: &HashMap<String, PathBuf>,
+    bin: &Path,
+    work: &Path,
+) -> Result<Started, String> {
+    let name = pod.name_any();
+    let spec = pod.spec.as_ref().ok_or("no spec")?;
+    let c = spec.containers.first().ok_or("no container")?;
+    let img = image(c.image.as_deref().unwrap_or_default())?;
+    let (uid, gid, groups) = identity(spec, c, &img)?;
+    let dir = work.join(format!("{name}-{}", pod.uid().unwrap_or_default()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    // /etc/hosts: the host's plus every pod of the job under its cluster DNS names.
+    let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if let Some(sub) = spec.subdomain.as_deref() {
+        for k in 0..32 {
+            let host = format!("{sub}-{k}.{sub}.{ns}.svc");
+            hosts.push_str(&format!("127.0.0.{} {host} {host}.cluster.local\n", 10 + k));
+        }
+    }
+    std::fs::write(dir.join("hosts"), hosts).map_err(io)?;
+    let sources = volume_sources(client, ns, spec, &dir, claims).await?;
     let term_path = c
         .termination_message_path
         .clone()

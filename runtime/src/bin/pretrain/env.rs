@@ -109,9 +109,17 @@ impl Env {
         name: &'static str,
         default: T,
     ) -> Result<T, EnvError> {
+        Ok(self.parse_opt(name)?.unwrap_or(default))
+    }
+
+    /// `name` parsed, or `None` when unset.
+    pub fn parse_opt<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<T>, EnvError> {
         match self.get(name) {
-            None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| EnvError {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| EnvError {
                 name,
                 value: v.into(),
                 why: "not a valid value".into(),
@@ -226,10 +234,7 @@ impl Env {
             comm_timeout: self.comm_timeout()?,
             stop_deadline: self.seconds(names::STOP_DEADLINE, 300.0, true)?,
             local_world_size: self.parse(names::LOCAL_WORLD_SIZE, 1usize)?.max(1),
-            peak_flops: match self.get(names::PEAK_FLOPS) {
-                None => None,
-                Some(_) => Some(self.parse(names::PEAK_FLOPS, 0.0f64)?),
-            },
+            peak_flops: self.parse_opt(names::PEAK_FLOPS)?,
         })
     }
 }

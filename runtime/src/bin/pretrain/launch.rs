@@ -195,18 +195,10 @@ pub fn run(a: LaunchArgs, env: &Env) -> Result<i32, (i32, String)> {
             .map_err(bad_env)?,
         token,
         master_bind: a.master_bind.clone().or_else(|| env.master_bind()),
-        log_keep: env
-            .get(names::LOG_KEEP)
-            .map(|_| env.parse(names::LOG_KEEP, 0u32))
-            .transpose()
-            .map_err(bad_env)?,
+        log_keep: env.parse_opt(names::LOG_KEEP).map_err(bad_env)?,
         progress_port: match a.progress_port {
             Some(p) => Some(p),
-            None => env
-                .get(names::PROGRESS_PORT)
-                .map(|_| env.parse(names::PROGRESS_PORT, 0u16))
-                .transpose()
-                .map_err(bad_env)?,
+            None => env.parse_opt(names::PROGRESS_PORT).map_err(bad_env)?,
         },
         max_restarts: env
             .or(a.max_restarts, names::MAX_RESTARTS, 0)
