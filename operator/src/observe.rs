@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::resources::{CONTAINER, LABEL_ATTEMPT, LABEL_RANK};
+use crate::resources::{kueue, CONTAINER, LABEL_ATTEMPT, LABEL_RANK};
 
 use pretrain_contract::progress::{ProgressReport, PATH};
 /// The runtime's termination message (the contract crate's type): one JSON object the
@@ -61,6 +61,10 @@ pub struct PodView {
     pub finished_at: Option<Timestamp>,
     /// The pod's IP, once it has one.
     pub ip: Option<String>,
+    /// Kueue's admission gate is on it: queued, not yet admitted.
+    pub queued: bool,
+    /// Kueue stopped it (preemption, eviction): the reason of its `TerminationTarget` condition.
+    pub kueue_stop: Option<String>,
 }
 
 impl PodView {
@@ -98,6 +102,16 @@ impl PodView {
                 .as_ref()
                 .and_then(|t| t.finished_at.as_ref().map(|t| t.0)),
             ip: status.and_then(|s| s.pod_ip.clone()),
+            queued: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.scheduling_gates.as_ref())
+                .is_some_and(|g| g.iter().any(|g| g.name == kueue::ADMISSION_GATE)),
+            kueue_stop: status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == kueue::STOP_CONDITION))
+                .filter(|c| c.status == "True")
+                .map(|c| c.reason.clone().unwrap_or_else(|| "Stopped".into())),
         })
     }
 
@@ -147,5 +161,30 @@ mod tests {
             Some("ConfigInvalid")
         );
         assert!(!v.is_live());
+        assert!(!v.queued && v.kueue_stop.is_none());
+    }
+
+    #[test]
+    fn view_sees_kueue_s_gate_and_its_stop() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "run1-0",
+                         "labels": {"pretrain.io/node-rank": "0", "pretrain.io/attempt": "1"}},
+            "spec": {"containers": [{"name": "pretrain"}],
+                     "schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]},
+            "status": {"phase": "Pending"}
+        }))
+        .expect("pod parses");
+        assert!(PodView::from_pod(&pod).expect("view").queued);
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "run1-0",
+                         "labels": {"pretrain.io/node-rank": "0", "pretrain.io/attempt": "1"}},
+            "spec": {"containers": [{"name": "pretrain"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "TerminationTarget",
+                "status": "True", "reason": "WorkloadEvicted", "message": "Preempted"}]}
+        }))
+        .expect("pod parses");
+        let v = PodView::from_pod(&pod).expect("view");
+        assert_eq!(v.kueue_stop.as_deref(), Some("WorkloadEvicted"));
+        assert!(!v.queued);
     }
 }

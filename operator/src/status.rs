@@ -10,6 +10,8 @@
 //!                   Restarting ◀───────────────────────┘
 //!   any ──non-retryable exit, budget or no-progress limit, deadline──▶ Failed (sticky)
 //!   any ──suspend──▶ Suspended (pods deleted) ──unsuspend──▶ Restarting (not counted)
+//!   Starting ──Kueue gates the pods──▶ (Queued condition) ──admitted──▶ Running
+//!   Running ──Kueue stops the pod group──▶ Restarting (requeued, not counted)
 //! ```
 //!
 //! Attempt N+1 is only created once every pod of attempt N is gone (blocking recreate), and
@@ -27,6 +29,7 @@ use pretrain_contract::progress::ProgressReport;
 mod conditions;
 mod failure;
 mod progress;
+mod queue;
 
 pub use conditions::set_condition;
 use failure::{delete_all, failure_reason, reported_checkpoint, root_failure, ttl_requeue};
@@ -414,6 +417,9 @@ impl Ctx<'_> {
             let action = delete_all(&stale, spec, now);
             return self.outcome(action, Some(DELETE_POLL));
         }
+        if let Some(reason) = pods.iter().find_map(|p| p.kueue_stop.as_deref()) {
+            return self.requeue(reason, pods);
+        }
         let mut failed: Vec<&PodView> = pods
             .iter()
             .filter(|p| failure_reason(p).is_some())
@@ -494,6 +500,7 @@ impl Ctx<'_> {
     ) -> Outcome {
         if self.st.phase != Phase::Running {
             self.set_phase(Phase::Running);
+            set_condition(&mut self.st, "Queued", false, "Admitted", "", self.now);
             set_condition(
                 &mut self.st,
                 "Running",
@@ -518,6 +525,9 @@ impl Ctx<'_> {
     /// Some pods are not running yet: `Starting`, failing the job once `startupSeconds` have
     /// passed since the attempt was created.
     fn await_startup(mut self, pods: &[PodView]) -> Outcome {
+        if self.await_admission(pods).is_some() {
+            return self.outcome(Action::None, None);
+        }
         self.set_phase(Phase::Starting);
         let limit = self.spec.timeouts.startup_seconds;
         let (Some(limit), Some(started)) = (limit, &self.st.attempt_start_time) else {

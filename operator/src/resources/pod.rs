@@ -14,6 +14,7 @@ use kube::ResourceExt;
 
 use super::config_map::{CONFIG_DIR, CONFIG_KEY};
 use super::env::{self, PodSlot, LOG_DIR, TERMINATION_LOG};
+use super::kueue;
 use super::pod_group;
 use super::rank_table::{RANK_INDEX_ANNOTATION, RANK_TABLE_DIR};
 use super::security;
@@ -155,7 +156,8 @@ pub fn build_avoiding(
     })
 }
 
-/// The template's labels, then the job's, rank and attempt labels (which win).
+/// The template's labels, then the job's, Kueue's (for a queued job), rank and attempt labels
+/// (which win).
 fn labels(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
     let mut labels = job
         .spec
@@ -164,12 +166,14 @@ fn labels(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
         .map(|t| t.labels.clone())
         .unwrap_or_default();
     labels.extend(common_labels(job));
+    labels.extend(kueue::pod_labels(job, slot.attempt));
     labels.insert(LABEL_RANK.into(), slot.rank.to_string());
     labels.insert(LABEL_ATTEMPT.into(), slot.attempt.to_string());
     labels
 }
 
-/// The template's annotations, then the PodGroup and the rank table index where they apply.
+/// The template's annotations, then the PodGroup, Kueue's pod group and the rank table index
+/// where they apply.
 fn annotations(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
     let mut annotations = job
         .spec
@@ -180,6 +184,7 @@ fn annotations(job: &PretrainJob, slot: PodSlot) -> BTreeMap<String, String> {
     if pod_group::enabled(job) {
         annotations.insert(pod_group::GROUP_ANNOTATION.into(), job.name_any());
     }
+    annotations.extend(kueue::pod_annotations(job));
     if env::rank_table_enabled(job) {
         annotations.insert(RANK_INDEX_ANNOTATION.into(), slot.rank.to_string());
     }

@@ -310,7 +310,7 @@ impl Ctx<'_> {
 
     /// Takes the newest checkpoint the pods reported, with an event; whether there was one
     /// (the attempt made progress).
-    fn record_checkpoint(&mut self, pods: &[PodView]) -> bool {
+    pub(super) fn record_checkpoint(&mut self, pods: &[PodView]) -> bool {
         let Some(c) = reported_checkpoint(pods, self.st.last_checkpoint.as_ref()) else {
             return false;
         };

@@ -388,6 +388,70 @@ fn suspend_deletes_pods_and_resume_starts_next_attempt_without_counting() {
 }
 
 #[test]
+fn a_gated_attempt_is_queued_and_its_clocks_start_at_admission() {
+    let s = spec(serde_json::json!({"timeouts": {"startupSeconds": 60}}));
+    let mut st = running(1);
+    st.phase = Phase::Starting;
+    st.attempt_start_time = Some(Time(t(0)));
+    let gated = |rank| PodView {
+        queued: true,
+        ..pod(rank, 1, "Pending")
+    };
+    // Queued for longer than startupSeconds: not a startup failure.
+    let o = decide_at(&s, &st, &[gated(0), gated(1)], 500);
+    assert_eq!(o.status.phase, Phase::Starting);
+    assert_eq!(o.action, Action::None);
+    let queued = o.status.conditions.iter().find(|c| c.type_ == "Queued");
+    assert_eq!(queued.map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(o.status.attempt_start_time, Some(Time(t(500))));
+    // Admitted at 500 and still Pending at 530: the startup clock runs from admission.
+    let o = decide_at(&s, &o.status, &[pod(0, 1, "Pending"), pod(1, 1, "Pending")], 530);
+    assert_eq!(o.status.phase, Phase::Starting);
+    assert_eq!(o.requeue_after, Some(Duration::from_secs(30)));
+    let o = decide_at(&s, &o.status, &[pod(0, 1, "Running"), pod(1, 1, "Running")], 531);
+    assert_eq!(o.status.phase, Phase::Running);
+    let queued = o.status.conditions.iter().find(|c| c.type_ == "Queued");
+    assert_eq!(queued.map(|c| c.status.as_str()), Some("False"));
+}
+
+#[test]
+fn a_pod_group_kueue_stops_is_requeued_without_counting() {
+    let s = spec(serde_json::json!({}));
+    let mut st = running(1);
+    st.restarts = 1;
+    let stopped = PodView {
+        kueue_stop: Some("WorkloadEvicted".into()),
+        deleting_since: Some(t(10)),
+        node: Some("n1".into()),
+        ..pod(0, 1, "Running")
+    };
+    let o = decide_at(&s, &st, &[stopped, pod(1, 1, "Running")], 10);
+    assert_eq!(o.status.phase, Phase::Restarting);
+    assert_eq!((o.status.restarts, o.status.infra_restarts), (1, 0));
+    assert!(o.status.node_failures.is_empty(), "not the node's fault");
+    assert_eq!(o.status.last_failure, None);
+    assert_eq!(
+        o.action,
+        Action::DeletePods {
+            graceful: vec![("run1-1".into(), Some("uid-1-1".into()))],
+            force: vec![]
+        }
+    );
+    assert_eq!(o.events[0].reason, "Requeued");
+    // Once the gang is gone the next attempt starts at once, resumed.
+    let o2 = decide_at(&s, &o.status, &[], 11);
+    assert_eq!(
+        o2.action,
+        Action::CreatePods {
+            attempt: 2,
+            resume: true,
+            ranks: vec![0, 1]
+        }
+    );
+    assert_eq!(o2.status.restarts, 1);
+}
+
+#[test]
 fn success_and_ttl() {
     let s = spec(serde_json::json!({"ttlSecondsAfterFinished": 60}));
     let o = decide_at(

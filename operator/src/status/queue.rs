@@ -1,0 +1,56 @@
+//! Kueue admission (see `resources::kueue`): an attempt whose pods carry Kueue's admission
+//! gate is queued, not starting; an attempt whose pod group Kueue stopped (preemption,
+//! eviction) is requeued, which is not a failure.
+
+use super::conditions::set_condition;
+use super::failure::delete_all;
+use super::{time, Ctx, Outcome, DELETE_POLL};
+use crate::crd::Phase;
+use crate::observe::PodView;
+
+impl Ctx<'_> {
+    /// Some pods of the attempt wait for Kueue's admission: `Queued`. The attempt counts as
+    /// started when it is admitted, so `startupSeconds` and the hang timeout count from there.
+    /// `None` when no pod is gated (and `Queued`, if it was set, turns False).
+    pub(super) fn await_admission(&mut self, pods: &[PodView]) -> Option<()> {
+        let now = self.now;
+        let gated: Vec<&str> = pods
+            .iter()
+            .filter(|p| p.queued)
+            .map(|p| p.name.as_str())
+            .collect();
+        if gated.is_empty() {
+            set_condition(&mut self.st, "Queued", false, "Admitted", "", now);
+            return None;
+        }
+        let message = format!(
+            "waiting for Kueue to admit attempt {}: {} gated",
+            self.st.attempt,
+            gated.join(", ")
+        );
+        set_condition(&mut self.st, "Queued", true, "WaitingForAdmission", &message, now);
+        self.st.attempt_start_time = Some(time(now));
+        self.set_phase(Phase::Starting);
+        Some(())
+    }
+
+    /// Kueue stopped the attempt's pod group (its reason given): delete the rest of the gang
+    /// (each launcher saves the final state on SIGTERM) and start the next attempt, resumed and
+    /// queued again, as soon as the pods are gone. Counted in no budget, as for `suspend`.
+    pub(super) fn requeue(mut self, reason: &str, pods: &[PodView]) -> Outcome {
+        let (now, attempt) = (self.now, self.st.attempt);
+        self.record_checkpoint(pods);
+        self.st.next_attempt_time = None;
+        self.set_phase(Phase::Restarting);
+        let message = format!("Kueue stopped attempt {attempt} ({reason})");
+        set_condition(&mut self.st, "Running", false, "Requeued", "", now);
+        set_condition(&mut self.st, "Restarting", true, "Requeued", &message, now);
+        self.event(
+            false,
+            "Requeued",
+            format!("{message}; attempt {} queues again", attempt + 1),
+        );
+        let action = delete_all(pods, self.spec, now);
+        self.outcome(action, Some(DELETE_POLL))
+    }
+}
