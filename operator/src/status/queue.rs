@@ -28,7 +28,14 @@ impl Ctx<'_> {
             self.st.attempt,
             gated.join(", ")
         );
-        set_condition(&mut self.st, "Queued", true, "WaitingForAdmission", &message, now);
+        set_condition(
+            &mut self.st,
+            "Queued",
+            true,
+            "WaitingForAdmission",
+            &message,
+            now,
+        );
         self.st.attempt_start_time = Some(time(now));
         self.set_phase(Phase::Starting);
         Some(())

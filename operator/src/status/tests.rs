@@ -405,10 +405,20 @@ fn a_gated_attempt_is_queued_and_its_clocks_start_at_admission() {
     assert_eq!(queued.map(|c| c.status.as_str()), Some("True"));
     assert_eq!(o.status.attempt_start_time, Some(Time(t(500))));
     // Admitted at 500 and still Pending at 530: the startup clock runs from admission.
-    let o = decide_at(&s, &o.status, &[pod(0, 1, "Pending"), pod(1, 1, "Pending")], 530);
+    let o = decide_at(
+        &s,
+        &o.status,
+        &[pod(0, 1, "Pending"), pod(1, 1, "Pending")],
+        530,
+    );
     assert_eq!(o.status.phase, Phase::Starting);
     assert_eq!(o.requeue_after, Some(Duration::from_secs(30)));
-    let o = decide_at(&s, &o.status, &[pod(0, 1, "Running"), pod(1, 1, "Running")], 531);
+    let o = decide_at(
+        &s,
+        &o.status,
+        &[pod(0, 1, "Running"), pod(1, 1, "Running")],
+        531,
+    );
     assert_eq!(o.status.phase, Phase::Running);
     let queued = o.status.conditions.iter().find(|c| c.type_ == "Queued");
     assert_eq!(queued.map(|c| c.status.as_str()), Some("False"));
