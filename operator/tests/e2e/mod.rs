@@ -11,6 +11,7 @@ use kube::{Api, Client};
 use pretrain_operator::crd::{Phase, PretrainJob};
 
 mod helm;
+mod nodes;
 mod queue;
 
 use super::support::kubelet::Kubelet;

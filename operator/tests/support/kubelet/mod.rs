@@ -23,9 +23,11 @@
 //!   container's exit code and termination message (or, with `FallbackToLogsOnError`, the log
 //!   tail), as a kubelet reports them. A pod that cannot start stays `Pending` with the reason
 //!   in its container status.
-//! - It registers Node `test-node` and binds each pod to it, so deletion is graceful as with a
-//!   real kubelet: a deleted pod's process gets SIGTERM, SIGKILL after the grace period, and
-//!   the pod object goes away only once the process has exited.
+//! - It registers Nodes `test-node` and `test-node-2` and binds each pod to the first one its
+//!   required node affinity admits (`matchFields` on `metadata.name`, as the operator's
+//!   bad-node exclusion writes it; a pod no node admits stays Pending), so deletion is graceful
+//!   as with a real kubelet: a deleted pod's process gets SIGTERM, SIGKILL after the grace
+//!   period, and the pod object goes away only once the process has exited.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -41,8 +43,9 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-/// The Node the pods are bound to.
-const NODE: &str = "test-node";
+/// The Nodes, in the order pods are bound to them: the first one a pod's required node
+/// affinity admits.
+const NODES: [&str; 2] = ["test-node", "test-node-2"];
 
 /// A running test node; stops every process it started when dropped.
 pub struct Kubelet {
@@ -83,14 +86,16 @@ impl Kubelet {
             // Devices for Ascend and NVIDIA manifests too (their pods are only scheduled here).
             let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "110",
                                   "huawei.com/Ascend910": "16", "nvidia.com/gpu": "8"});
-            let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
-                "status": {"capacity": capacity, "allocatable": capacity}
-            }))
-            .expect("node");
-            let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-                .create(&PostParams::default(), &node)
-                .await;
+            for name in NODES {
+                let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                    "status": {"capacity": capacity, "allocatable": capacity}
+                }))
+                .expect("node");
+                let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+                    .create(&PostParams::default(), &node)
+                    .await;
+            }
             let mut procs: HashMap<String, Proc> = HashMap::new(); // by pod uid
             let mut done: Vec<String> = Vec::new(); // uids that ran
             while !flag.load(Ordering::SeqCst) {
@@ -125,9 +130,12 @@ impl Kubelet {
                     if procs.contains_key(uid) || done.contains(uid) || !pending {
                         continue;
                     }
+                    let Some(node) = NODES.into_iter().find(|n| pod::admits(pod, n)) else {
+                        continue; // unschedulable: stays Pending
+                    };
                     let binding = json!({"apiVersion": "v1", "kind": "Binding",
                         "metadata": {"name": pod.name_any()},
-                        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}});
+                        "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
                     let bound: Result<serde_json::Value, _> = pods
                         .create_subresource(
                             "binding",

@@ -107,6 +107,35 @@ fn pod_index(pod: &Pod) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether `pod`'s required node affinity admits Node `node`: every `matchFields` requirement
+/// on `metadata.name` (`In`, `NotIn`) of some term holds. Label expressions are not evaluated
+/// (the test Nodes have no labels); a pod without required node affinity fits any node.
+pub fn admits(pod: &Pod, node: &str) -> bool {
+    let terms = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|r| r.node_selector_terms.clone());
+    let Some(terms) = terms else {
+        return true;
+    };
+    terms.iter().any(|t| {
+        t.match_fields.iter().flatten().all(|r| {
+            let listed = r.values.iter().flatten().any(|v| v == node);
+            match (r.key.as_str(), r.operator.as_str()) {
+                ("metadata.name", "In") => listed,
+                ("metadata.name", "NotIn") => !listed,
+                _ => true,
+            }
+        })
+    })
+}
+
 /// Pods of a job (with a subdomain) get 127.0.0.(10+i); any other pod 127.0.0.2.
 pub fn pod_ip(pod: &Pod) -> String {
     match pod.spec.as_ref().and_then(|s| s.subdomain.as_ref()) {
