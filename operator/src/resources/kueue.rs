@@ -4,6 +4,8 @@
 //! gates them (`kueue.x-k8s.io/admission`) and lifts the gates of the whole group at once when
 //! its Workload is admitted, so an attempt is queued and admitted as a gang.
 //!
+//! All pods of a group declare one role (one Kueue pod set of `nodes` pods).
+//!
 //! Each attempt is a group of its own (`<job>-a<attempt>`), marked not retriable in the group:
 //! the operator never replaces one pod of an attempt, it replaces the whole gang, so a group
 //! whose pods have all ended is finished and its quota released; the next attempt queues again.
@@ -29,6 +31,13 @@ pub const GROUP_LABEL: &str = "kueue.x-k8s.io/pod-group-name";
 pub const GROUP_COUNT_ANNOTATION: &str = "kueue.x-k8s.io/pod-group-total-count";
 /// The pod annotation saying whether Kueue waits for replacements of failed pods.
 pub const RETRIABLE_ANNOTATION: &str = "kueue.x-k8s.io/retriable-in-group";
+/// The pod annotation naming the pod's role (Kueue pod set) in the group. Every pod of an
+/// attempt plays the same role; without it Kueue derives the role from a hash of the pod's
+/// shape, which in recent versions includes its labels, so the rank label would make each pod
+/// a role of its own (and Kueue refuses groups of more than 8 roles).
+pub const ROLE_ANNOTATION: &str = "kueue.x-k8s.io/role-hash";
+/// The one role (pod set) of the group.
+pub const ROLE: &str = "pretrain";
 /// The scheduling gate Kueue's webhook puts on the pods it queues.
 pub const ADMISSION_GATE: &str = "kueue.x-k8s.io/admission";
 /// The pod condition Kueue sets on the pods it stops (preemption, eviction) before deleting
@@ -77,6 +86,7 @@ pub fn pod_annotations(job: &PretrainJob) -> BTreeMap<String, String> {
             job.spec.nodes.to_string(),
         ),
         (RETRIABLE_ANNOTATION.to_string(), "false".to_string()),
+        (ROLE_ANNOTATION.to_string(), ROLE.to_string()),
     ])
 }
 
@@ -100,6 +110,7 @@ mod tests {
         let annotations = pod_annotations(&job);
         assert_eq!(annotations[GROUP_COUNT_ANNOTATION], "2");
         assert_eq!(annotations[RETRIABLE_ANNOTATION], "false");
+        assert_eq!(annotations[ROLE_ANNOTATION], "pretrain");
     }
 
     #[test]

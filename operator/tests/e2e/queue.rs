@@ -118,6 +118,7 @@ async fn a_queued_job_suspended_resumed_and_preempted_ends_as_if_uninterrupted()
         let a = p.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(a["kueue.x-k8s.io/pod-group-total-count"], "2");
         assert_eq!(a["kueue.x-k8s.io/retriable-in-group"], "false");
+        assert_eq!(a["kueue.x-k8s.io/role-hash"], "pretrain");
     }
 
     // Suspended while running: the final state is saved, then no pods.
