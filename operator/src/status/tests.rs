@@ -361,6 +361,18 @@ fn vanished_pod_while_running_is_a_failure_and_stale_pods_are_deleted() {
     );
 }
 
+/// The decision creates both pods of attempt 2, resuming.
+fn assert_resumes_attempt_2(o: &Outcome) {
+    assert_eq!(
+        o.action,
+        Action::CreatePods {
+            attempt: 2,
+            resume: true,
+            ranks: vec![0, 1]
+        }
+    );
+}
+
 #[test]
 fn suspend_deletes_pods_and_resume_starts_next_attempt_without_counting() {
     let s = spec(serde_json::json!({"suspend": true}));
@@ -374,14 +386,7 @@ fn suspend_deletes_pods_and_resume_starts_next_attempt_without_counting() {
     assert!(matches!(o.action, Action::DeletePods { .. }));
     let unsuspended = spec(serde_json::json!({}));
     let o2 = decide_at(&unsuspended, &o.status, &[], 20);
-    assert_eq!(
-        o2.action,
-        Action::CreatePods {
-            attempt: 2,
-            resume: true,
-            ranks: vec![0, 1]
-        }
-    );
+    assert_resumes_attempt_2(&o2);
     assert_eq!(o2.status.restarts, 0);
     let reasons: Vec<_> = o2.events.iter().map(|e| e.reason.as_str()).collect();
     assert_eq!(reasons, ["Resumed", "GangRestart"]);
@@ -450,14 +455,7 @@ fn a_pod_group_kueue_stops_is_requeued_without_counting() {
     assert_eq!(o.events[0].reason, "Requeued");
     // Once the gang is gone the next attempt starts at once, resumed.
     let o2 = decide_at(&s, &o.status, &[], 11);
-    assert_eq!(
-        o2.action,
-        Action::CreatePods {
-            attempt: 2,
-            resume: true,
-            ranks: vec![0, 1]
-        }
-    );
+    assert_resumes_attempt_2(&o2);
     assert_eq!(o2.status.restarts, 1);
 }
 
