@@ -47,12 +47,17 @@ async fn preempt_as_kueue(pods: &Api<Pod>, name: &str) {
     let condition = json!({"status": {"conditions": [{"type": "TerminationTarget",
         "status": "True", "reason": "WorkloadEvicted", "lastTransitionTime": now,
         "message": "Preempted to accommodate a higher priority Workload"}]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Strategic(&condition))
-        .await
-        .expect("condition");
-    pods.delete(name, &Default::default())
-        .await
-        .expect("delete");
+    // As Kueue, a pod already gone is no error (the operator may have deleted it meanwhile).
+    let gone = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    let patched = pods
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(&condition))
+        .await;
+    if let Some(e) = patched.as_ref().err().filter(|e| !gone(e)) {
+        panic!("condition on {name}: {e}");
+    }
+    if let Err(e) = pods.delete(name, &Default::default()).await {
+        assert!(gone(&e), "delete {name}: {e}");
+    }
 }
 
 /// The pods of job `queued` (those of the first job stay, finished).
