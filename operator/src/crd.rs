@@ -366,6 +366,8 @@ pub enum Phase {
     Pending,
     /// The spec failed validation; nothing is created until it is fixed.
     Invalid,
+    /// Pods of the current attempt wait for admission by a queue (Kueue's scheduling gate).
+    Queued,
     /// Pods of the current attempt exist, not all Running.
     Starting,
     /// All pods of the current attempt are Running.
@@ -391,6 +393,7 @@ impl Phase {
         match self {
             Phase::Pending => "Pending",
             Phase::Invalid => "Invalid",
+            Phase::Queued => "Queued",
             Phase::Starting => "Starting",
             Phase::Running => "Running",
             Phase::Restarting => "Restarting",
@@ -401,9 +404,10 @@ impl Phase {
     }
 
     /// All phases, for metrics.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Pending,
         Phase::Invalid,
+        Phase::Queued,
         Phase::Starting,
         Phase::Running,
         Phase::Restarting,
@@ -423,7 +427,7 @@ pub struct PretrainJobStatus {
     /// Lifecycle phase.
     #[serde(default)]
     pub phase: Phase,
-    /// `Invalid`, `Running`, `Restarting`, `Suspended`, `Succeeded`, `Failed`.
+    /// `Invalid`, `Queued`, `Running`, `Restarting`, `Suspended`, `Succeeded`, `Failed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

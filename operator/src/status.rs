@@ -10,7 +10,7 @@
 //!                   Restarting ◀───────────────────────┘
 //!   any ──non-retryable exit, budget or no-progress limit, deadline──▶ Failed (sticky)
 //!   any ──suspend──▶ Suspended (pods deleted) ──unsuspend──▶ Restarting (not counted)
-//!   Starting ──Kueue gates the pods──▶ (Queued condition) ──admitted──▶ Running
+//!   Starting ──Kueue gates the pods──▶ Queued ──admitted──▶ Starting ─▶ Running
 //!   Running ──Kueue stops the pod group──▶ Restarting (requeued, not counted)
 //! ```
 //!

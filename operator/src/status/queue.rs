@@ -9,9 +9,10 @@ use crate::crd::Phase;
 use crate::observe::PodView;
 
 impl Ctx<'_> {
-    /// Some pods of the attempt wait for Kueue's admission: `Queued`. The attempt counts as
-    /// started when it is admitted, so `startupSeconds` and the hang timeout count from there.
-    /// `None` when no pod is gated (and `Queued`, if it was set, turns False).
+    /// Some pods of the attempt wait for Kueue's admission: phase and condition `Queued`. The
+    /// attempt counts as started when it is admitted, so `startupSeconds` and the hang timeout
+    /// count from there. `None` when no pod is gated (and the `Queued` condition, if it was
+    /// set, turns False).
     pub(super) fn await_admission(&mut self, pods: &[PodView]) -> Option<()> {
         let now = self.now;
         let gated: Vec<&str> = pods
@@ -37,7 +38,7 @@ impl Ctx<'_> {
             now,
         );
         self.st.attempt_start_time = Some(time(now));
-        self.set_phase(Phase::Starting);
+        self.set_phase(Phase::Queued);
         Some(())
     }
 

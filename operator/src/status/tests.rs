@@ -404,7 +404,7 @@ fn a_gated_attempt_is_queued_and_its_clocks_start_at_admission() {
     };
     // Queued for longer than startupSeconds: not a startup failure.
     let o = decide_at(&s, &st, &[gated(0), gated(1)], 500);
-    assert_eq!(o.status.phase, Phase::Starting);
+    assert_eq!(o.status.phase, Phase::Queued);
     assert_eq!(o.action, Action::None);
     let queued = o.status.conditions.iter().find(|c| c.type_ == "Queued");
     assert_eq!(queued.map(|c| c.status.as_str()), Some("True"));
