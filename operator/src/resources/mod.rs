@@ -8,7 +8,7 @@
 //! - [`security`]: the pods' secure defaults, which `podTemplate` overrides field by field
 //! - [`store_access`]: the job's store-token Secret and its rendezvous NetworkPolicy
 //! - [`rank_table`]: the Ascend HCCL rank table (`hccl.json`)
-//! - [`pod_group`]: the Volcano PodGroup for gang scheduling
+//! - [`pod_group`]: the Volcano PodGroup for gang scheduling, with [`quantity`] for its totals
 //! - [`kueue`]: the labels that queue each attempt's pods in Kueue as one pod group
 
 pub mod config_map;
@@ -17,6 +17,7 @@ pub mod kueue;
 pub mod merge_patch;
 pub mod pod;
 pub mod pod_group;
+pub mod quantity;
 pub mod rank_table;
 pub mod security;
 pub mod service;

@@ -58,7 +58,9 @@ pub fn args(job: &PretrainJob) -> Vec<String> {
     a
 }
 
-fn resources(job: &PretrainJob) -> Option<ResourceRequirements> {
+/// The training container's resources: `scheduling.resources` with the accelerator devices
+/// (`count` of them, requested and limited).
+pub(super) fn resources(job: &PretrainJob) -> Option<ResourceRequirements> {
     let mut r = job.spec.scheduling.resources.clone().unwrap_or_default();
     if let Some(name) = env::resource_name(job) {
         let count = Quantity(

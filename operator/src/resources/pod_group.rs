@@ -3,10 +3,13 @@
 //! all together or not at all (a partly placed gang would hold devices while it waits for
 //! peers that never come). The PodGroup outlives attempts; each new gang joins it again.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
 use kube::ResourceExt;
 
-use super::{common_labels, namespace, owner_ref};
+use super::{common_labels, namespace, owner_ref, quantity};
 use crate::crd::PretrainJob;
 
 /// The pod annotation naming its PodGroup (what Volcano reads).
@@ -28,6 +31,21 @@ pub fn enabled(job: &PretrainJob) -> bool {
         .unwrap_or(s.scheduler_name.as_deref() == Some("volcano"))
 }
 
+/// What the whole gang requests: each pod's requests (its limits where a resource has no
+/// request, as Kubernetes defaults them) times `nodes`, so Volcano admits the group only when
+/// the queue can hold all of it. `None` when the pods request nothing (or a quantity is not
+/// one this can multiply exactly; the group is then admitted on `minMember` alone).
+pub fn min_resources(job: &PretrainJob) -> Option<BTreeMap<String, Quantity>> {
+    let r = super::pod::resources(job)?;
+    let mut per_pod = r.limits.unwrap_or_default();
+    per_pod.extend(r.requests.unwrap_or_default());
+    let total = per_pod
+        .iter()
+        .map(|(name, q)| Some((name.clone(), quantity::times(q, job.spec.nodes)?)))
+        .collect::<Option<BTreeMap<_, _>>>()?;
+    (!total.is_empty()).then_some(total)
+}
+
 /// The PodGroup, named after the job.
 pub fn build(job: &PretrainJob) -> DynamicObject {
     let s = &job.spec.scheduling;
@@ -37,6 +55,9 @@ pub fn build(job: &PretrainJob) -> DynamicObject {
     }
     if let Some(p) = &s.priority_class_name {
         spec["priorityClassName"] = p.clone().into();
+    }
+    if let Some(total) = min_resources(job) {
+        spec["minResources"] = serde_json::json!(total);
     }
     let mut obj = DynamicObject::new(&job.name_any(), &api_resource()).data(serde_json::json!({
         "spec": spec
@@ -75,6 +96,28 @@ mod tests {
             v["spec"],
             serde_json::json!({"minMember": 4, "queue": "training", "priorityClassName": "high"})
         );
+    }
+
+    #[test]
+    fn min_resources_are_the_whole_gang_s_requests() {
+        let job = fixtures::job(serde_json::json!({
+            "nodes": 4, "workersPerNode": 8, "image": "i", "config": {"inline": "a: 1"},
+            "accelerator": {"type": "Ascend"},
+            "scheduling": {"schedulerName": "volcano", "resources": {
+                "requests": {"cpu": "60", "memory": "1.5Ti"},
+                "limits": {"cpu": "64", "hugepages-2Mi": "512Mi"}}}
+        }));
+        let v = serde_json::to_value(build(&job)).expect("json");
+        assert_eq!(
+            v["spec"]["minResources"],
+            serde_json::json!({"cpu": "240", "memory": "6Ti", "hugepages-2Mi": "2048Mi",
+                               "huawei.com/Ascend910": "32"})
+        );
+        let none = fixtures::job(serde_json::json!({
+            "nodes": 2, "workersPerNode": 1, "image": "i", "config": {"inline": "a: 1"},
+            "scheduling": {"schedulerName": "volcano"}
+        }));
+        assert_eq!(min_resources(&none), None);
     }
 
     #[test]

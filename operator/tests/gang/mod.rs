@@ -34,7 +34,8 @@ async fn volcano_job_gets_a_pod_group_that_every_attempt_joins() {
         ns,
         &job(
             "gang",
-            json!({"scheduling": {"schedulerName": "volcano", "queue": "training"}}),
+            json!({"scheduling": {"schedulerName": "volcano", "queue": "training",
+                "resources": {"requests": {"cpu": "1500m", "memory": "3Gi"}}}}),
         ),
     )
     .await;
@@ -43,6 +44,11 @@ async fn volcano_job_gets_a_pod_group_that_every_attempt_joins() {
     let pg = pod_group_of(&client, ns, "gang").await;
     assert_eq!(pg.data["spec"]["minMember"], 2);
     assert_eq!(pg.data["spec"]["queue"], "training");
+    // Volcano admits the group only when its queue can hold all of it.
+    assert_eq!(
+        pg.data["spec"]["minResources"],
+        json!({"cpu": "3000m", "memory": "6Gi"})
+    );
     let owner = &pg.metadata.owner_references.as_ref().expect("owner")[0];
     assert_eq!(Some(&owner.uid), made.metadata.uid.as_ref());
     assert_eq!(owner.controller, Some(true));
