@@ -400,7 +400,7 @@ impl Ctx<'_> {
     /// A `Starting` or `Running` attempt: clear leftovers of other attempts, then end the
     /// attempt on a failure, record success, create missing pods, or follow the startup.
     fn attempt_progress(
-        self,
+        mut self,
         name: &str,
         pods: &[PodView],
         progress: Option<&ProgressReport>,
@@ -417,6 +417,7 @@ impl Ctx<'_> {
             let action = delete_all(&stale, spec, now);
             return self.outcome(action, Some(DELETE_POLL));
         }
+        self.follow_admission(pods);
         if let Some(reason) = pods.iter().find_map(|p| p.kueue_stop.as_deref()) {
             return self.requeue(reason, pods);
         }
@@ -500,7 +501,6 @@ impl Ctx<'_> {
     ) -> Outcome {
         if self.st.phase != Phase::Running {
             self.set_phase(Phase::Running);
-            set_condition(&mut self.st, "Queued", false, "Admitted", "", self.now);
             set_condition(
                 &mut self.st,
                 "Running",
@@ -525,7 +525,9 @@ impl Ctx<'_> {
     /// Some pods are not running yet: `Starting`, failing the job once `startupSeconds` have
     /// passed since the attempt was created.
     fn await_startup(mut self, pods: &[PodView]) -> Outcome {
-        if self.await_admission(pods).is_some() {
+        if pods.iter().any(|p| p.queued) {
+            // Waiting for Kueue: phase `Queued` until the pods' next change.
+            self.set_phase(Phase::Queued);
             return self.outcome(Action::None, None);
         }
         self.set_phase(Phase::Starting);

@@ -9,37 +9,43 @@ use crate::crd::Phase;
 use crate::observe::PodView;
 
 impl Ctx<'_> {
-    /// Some pods of the attempt wait for Kueue's admission: phase and condition `Queued`. The
-    /// attempt counts as started when it is admitted, so `startupSeconds` and the hang timeout
-    /// count from there. `None` when no pod is gated (and the `Queued` condition, if it was
-    /// set, turns False).
-    pub(super) fn await_admission(&mut self, pods: &[PodView]) -> Option<()> {
+    /// Follows Kueue's admission of the attempt's pods: condition `Queued` while some carry
+    /// Kueue's gate, and on admission (the job was `Queued`, no pod is gated now) the attempt's
+    /// start moves to now, so `startupSeconds` and the hang clock count from there. Nothing
+    /// changes while a job waits, so a queued job costs no status write.
+    pub(super) fn follow_admission(&mut self, pods: &[PodView]) {
         let now = self.now;
         let gated: Vec<&str> = pods
             .iter()
             .filter(|p| p.queued)
             .map(|p| p.name.as_str())
             .collect();
-        if gated.is_empty() {
-            set_condition(&mut self.st, "Queued", false, "Admitted", "", now);
-            return None;
+        if !gated.is_empty() {
+            let message = format!(
+                "waiting for Kueue to admit attempt {}: {} gated",
+                self.st.attempt,
+                gated.join(", ")
+            );
+            set_condition(
+                &mut self.st,
+                "Queued",
+                true,
+                "WaitingForAdmission",
+                &message,
+                now,
+            );
+            return;
         }
-        let message = format!(
-            "waiting for Kueue to admit attempt {}: {} gated",
-            self.st.attempt,
-            gated.join(", ")
-        );
-        set_condition(
-            &mut self.st,
-            "Queued",
-            true,
-            "WaitingForAdmission",
-            &message,
-            now,
-        );
-        self.st.attempt_start_time = Some(time(now));
-        self.set_phase(Phase::Queued);
-        Some(())
+        if self.st.phase == Phase::Queued {
+            self.st.attempt_start_time = Some(time(now));
+            let attempt = self.st.attempt;
+            self.event(
+                false,
+                "Admitted",
+                format!("Kueue admitted attempt {attempt}"),
+            );
+        }
+        set_condition(&mut self.st, "Queued", false, "Admitted", "", now);
     }
 
     /// Kueue stopped the attempt's pod group (its reason given): delete the rest of the gang

@@ -402,14 +402,20 @@ fn a_gated_attempt_is_queued_and_its_clocks_start_at_admission() {
         queued: true,
         ..pod(rank, 1, "Pending")
     };
-    // Queued for longer than startupSeconds: not a startup failure.
-    let o = decide_at(&s, &st, &[gated(0), gated(1)], 500);
+    let queued_condition = |o: &Outcome| {
+        let c = o.status.conditions.iter().find(|c| c.type_ == "Queued");
+        c.map(|c| c.status.clone())
+    };
+    let o = decide_at(&s, &st, &[gated(0), gated(1)], 10);
     assert_eq!(o.status.phase, Phase::Queued);
     assert_eq!(o.action, Action::None);
-    let queued = o.status.conditions.iter().find(|c| c.type_ == "Queued");
-    assert_eq!(queued.map(|c| c.status.as_str()), Some("True"));
-    assert_eq!(o.status.attempt_start_time, Some(Time(t(500))));
-    // Admitted at 500 and still Pending at 530: the startup clock runs from admission.
+    assert_eq!(queued_condition(&o).as_deref(), Some("True"));
+    // Queued for longer than startupSeconds: no startup failure, and nothing to write while
+    // it waits.
+    let waiting = decide_at(&s, &o.status, &[gated(0), gated(1)], 500);
+    assert_eq!(waiting.status, o.status);
+    assert_eq!(waiting.action, Action::None);
+    // Admitted at 530 (pods ungated, still Pending): the startup clock runs from there.
     let o = decide_at(
         &s,
         &o.status,
@@ -417,7 +423,10 @@ fn a_gated_attempt_is_queued_and_its_clocks_start_at_admission() {
         530,
     );
     assert_eq!(o.status.phase, Phase::Starting);
-    assert_eq!(o.requeue_after, Some(Duration::from_secs(30)));
+    assert_eq!(o.status.attempt_start_time, Some(Time(t(530))));
+    assert_eq!(o.requeue_after, Some(Duration::from_secs(60)));
+    assert_eq!(o.events[0].reason, "Admitted");
+    assert_eq!(queued_condition(&o).as_deref(), Some("False"));
     let o = decide_at(
         &s,
         &o.status,
@@ -425,8 +434,17 @@ fn a_gated_attempt_is_queued_and_its_clocks_start_at_admission() {
         531,
     );
     assert_eq!(o.status.phase, Phase::Running);
-    let queued = o.status.conditions.iter().find(|c| c.type_ == "Queued");
-    assert_eq!(queued.map(|c| c.status.as_str()), Some("False"));
+    // Admitted and running before the operator saw the pods ungated: the same start.
+    let mut queued = st.clone();
+    queued.phase = Phase::Queued;
+    let o = decide_at(
+        &s,
+        &queued,
+        &[pod(0, 1, "Running"), pod(1, 1, "Running")],
+        900,
+    );
+    assert_eq!(o.status.phase, Phase::Running);
+    assert_eq!(o.status.attempt_start_time, Some(Time(t(900))));
 }
 
 #[test]
