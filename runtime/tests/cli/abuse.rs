@@ -98,8 +98,9 @@ fn a_store_under_attack_leaves_the_job_undisturbed() {
     while launcher.try_wait().expect("wait").is_none() && t0.elapsed() < Duration::from_secs(20) {
         abuse_once(port);
         // Half-open connections: up to 400 held at once, never saying a word.
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         while flood.len() < 400 {
-            match TcpStream::connect(("127.0.0.1", port)) {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 Ok(s) => flood.push(s),
                 Err(_) => break,
             }
@@ -108,7 +109,8 @@ fn a_store_under_attack_leaves_the_job_undisturbed() {
             peak_threads = peak_threads.max(t);
             peak_rss = peak_rss.max(r);
         }
-        flood.drain(..100);
+        // Fewer when the store stopped accepting (its bound, or the job just ended).
+        flood.drain(..flood.len().min(100));
         rounds += 1;
     }
     drop(flood);
