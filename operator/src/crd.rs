@@ -329,6 +329,12 @@ pub struct Scheduling {
     /// Tolerations of the pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Refuse voluntary evictions (`kubectl drain`, autoscaler scale-down) of the running
+    /// gang: a PodDisruptionBudget `<job>` with `minAvailable` = `nodes`. Off by default: with
+    /// it, a drain of a node waits until the job ends or is suspended (which saves the final
+    /// state first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<bool>,
     /// Container CPU/memory requests and limits; the accelerator resource is added to these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,

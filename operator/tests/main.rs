@@ -17,6 +17,7 @@
 //! - `operator_restart_converges_without_duplicates` (and leader election)
 //! - `deleted_job_is_left_alone`
 //! - `gang::volcano_job_gets_a_pod_group_that_every_attempt_joins`
+//! - `gang::a_protected_gang_gets_a_disruption_budget`
 //! - `e2e::*`: end to end on a process-backed test node (`support::kubelet`): the CPU example
 //!   trains to the end, recovers from kill -9, loses no step on pod deletion, fails once on a
 //!   config error, survives an operator restart; `e2e::helm`: the same through the operator
@@ -767,11 +768,12 @@ async fn helm_chart_installs_and_its_rbac_suffices() {
     create(
         &client,
         ns,
-        // Gang scheduled, so the chart's RBAC must cover PodGroups too.
+        // Gang scheduled and protected, so the chart's RBAC must cover PodGroups and
+        // PodDisruptionBudgets too.
         &job(
             "run",
             json!({"config": {"configMap": {"name": "cfg"}},
-                   "scheduling": {"schedulerName": "volcano"}}),
+                   "scheduling": {"schedulerName": "volcano", "disruptionBudget": true}}),
         ),
     )
     .await;

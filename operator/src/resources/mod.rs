@@ -9,9 +9,11 @@
 //! - [`store_access`]: the job's store-token Secret and its rendezvous NetworkPolicy
 //! - [`rank_table`]: the Ascend HCCL rank table (`hccl.json`)
 //! - [`pod_group`]: the Volcano PodGroup for gang scheduling, with [`quantity`] for its totals
+//! - [`disruption`]: the PodDisruptionBudget that refuses voluntary evictions of a gang
 //! - [`kueue`]: the labels that queue each attempt's pods in Kueue as one pod group
 
 pub mod config_map;
+pub mod disruption;
 pub mod env;
 pub mod kueue;
 pub mod merge_patch;

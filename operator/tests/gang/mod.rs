@@ -1,10 +1,10 @@
 //! Gang scheduling with Volcano: the job's PodGroup (Volcano's CRD installed by the harness)
-//! and its pods, across a gang restart.
+//! and its pods, across a gang restart; and the gang's PodDisruptionBudget.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
-use pretrain_operator::resources::pod_group;
+use pretrain_operator::resources::{disruption, pod_group};
 use serde_json::json;
 
 use super::{create, job, set_pod_status, setup, wait_pods};
@@ -58,4 +58,39 @@ async fn volcano_job_gets_a_pod_group_that_every_attempt_joins() {
     let ps = wait_pods(&client, ns, 2, 2, 40).await;
     assert!(ps.iter().all(|p| joins(p, "gang")), "{ps:?}");
     assert_eq!(pod_group_of(&client, ns, "gang").await.uid(), pg.uid());
+}
+
+#[tokio::test]
+#[ignore = "needs etcd + kube-apiserver"]
+async fn a_protected_gang_gets_a_disruption_budget() {
+    let ns = "t-pdb";
+    let (client, _op) = setup(ns).await;
+    let made = create(
+        &client,
+        ns,
+        &job("held", json!({"scheduling": {"disruptionBudget": true}})),
+    )
+    .await;
+    wait_pods(&client, ns, 1, 2, 30).await;
+    // policy/v1 from Kubernetes 1.21, policy/v1beta1 before (the test server is 1.20).
+    let mut found = None;
+    for version in disruption::VERSIONS {
+        let api = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            ns,
+            &disruption::api_resource(version),
+        );
+        if let Ok(pdb) = api.get("held").await {
+            found = Some(pdb);
+            break;
+        }
+    }
+    let pdb = found.expect("the job's PodDisruptionBudget");
+    assert_eq!(pdb.data["spec"]["minAvailable"], 2);
+    assert_eq!(
+        pdb.data["spec"]["selector"],
+        json!({"matchLabels": {"pretrain.io/job-name": "held"}})
+    );
+    let owner = &pdb.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(Some(&owner.uid), made.metadata.uid.as_ref());
 }

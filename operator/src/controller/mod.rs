@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
@@ -22,12 +21,13 @@ use tracing::{info, instrument, warn};
 use crate::crd::{Phase, PretrainJob, PretrainJobStatus};
 use crate::metrics::Metrics;
 use crate::observe::{self, PodView};
-use crate::resources::env::{self, rank_table_enabled, PodSlot};
-use crate::resources::{
-    self, config_map, pod, pod_group, rank_table, service, store_access, LABEL_JOB, MANAGER,
-};
+use crate::resources::env::{self, PodSlot};
+use crate::resources::{self, config_map, pod, LABEL_JOB, MANAGER};
 use crate::status::{self, Action, Outcome};
 use crate::validate::{self, ConfigSource};
+
+mod children;
+use children::apply_children;
 use pretrain_contract::progress::ProgressReport;
 
 /// Reconcile errors; the variant name is the `kind` label of the error metric.
@@ -75,6 +75,8 @@ pub struct Context {
     polled: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// How often a running job's progress is read (`--progress-interval`).
     pub progress_interval: Duration,
+    /// The PodDisruptionBudget version the API server serves, once known.
+    pdb_version: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl Context {
@@ -92,6 +94,7 @@ impl Context {
             tokens: Default::default(),
             polled: Default::default(),
             progress_interval: status::PROGRESS_POLL,
+            pdb_version: Default::default(),
         }
     }
 
@@ -284,67 +287,6 @@ async fn act(
     Ok(())
 }
 
-async fn apply_rank_table(
-    job: &PretrainJob,
-    ns: &str,
-    ctx: &Context,
-    attempt: u32,
-    pods: &[Pod],
-) -> Result<(), Error> {
-    let rank_pods: Vec<rank_table::RankPod> = pods
-        .iter()
-        .filter_map(|p| Some((p, PodView::from_pod(p)?)))
-        .filter(|(_, v)| v.attempt == attempt && v.deleting_since.is_none())
-        .map(|(p, v)| rank_table::RankPod {
-            rank: v.rank,
-            devices: rank_table::parse_annotation(
-                p.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(rank_table::DEVICE_ANNOTATION)),
-            ),
-            pod_ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
-        })
-        .collect();
-    let devices = job
-        .spec
-        .accelerator
-        .count_per_node
-        .unwrap_or(job.spec.workers_per_node);
-    let table = rank_table::render(job.spec.nodes, devices, &rank_pods);
-    apply(
-        &Api::namespaced(ctx.client.clone(), ns),
-        &rank_table::build(job, &table),
-    )
-    .await
-}
-
-/// The job's Volcano PodGroup, before any pod that joins it; a cluster without Volcano's CRD
-/// gets a message that says so.
-async fn apply_pod_group(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<(), Error> {
-    let ar = pod_group::api_resource();
-    let api = Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), ns, &ar);
-    match apply(&api, &pod_group::build(job)).await {
-        Err(Error::Kube(e)) if is_code(&e, 404) => {
-            let message = "gang scheduling needs Volcano's PodGroup (scheduling.volcano.sh/\
-                           v1beta1), which this cluster does not serve; install Volcano or set \
-                           scheduling.gang: false";
-            let ev = Event {
-                type_: EventType::Warning,
-                reason: "GangSchedulingUnavailable".into(),
-                note: Some(message.into()),
-                action: "CreatePodGroup".into(),
-                secondary: None,
-            };
-            if let Err(err) = ctx.recorder.publish(&ev, &job.object_ref(&())).await {
-                warn!(error = %err, "publishing event failed");
-            }
-            Err(Error::Unavailable(message.into()))
-        }
-        r => r,
-    }
-}
-
 /// Reconciles one job.
 #[instrument(skip_all, fields(job = %job.name_any(), namespace = job.namespace().unwrap_or_default()))]
 pub async fn reconcile(job: Arc<PretrainJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -458,46 +400,6 @@ async fn list_pods(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<Vec<Pod
         .collect())
 }
 
-/// The objects a running job needs beside its pods: the store-token Secret, the NetworkPolicy
-/// (unless turned off), the Service and ConfigMap (when the config resolved), the PodGroup and
-/// the rank table of `attempt` where they apply.
-async fn apply_children(
-    job: &PretrainJob,
-    ns: &str,
-    ctx: &Context,
-    config: &Result<BTreeMap<String, String>, String>,
-    attempt: u32,
-    pods: &[Pod],
-) -> Result<(), Error> {
-    ensure_token_secret(job, ns, ctx).await?;
-    if ctx.network_policy {
-        apply(
-            &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns),
-            &store_access::network_policy(job),
-        )
-        .await?;
-    }
-    if let Ok(files) = config {
-        apply(
-            &Api::<Service>::namespaced(ctx.client.clone(), ns),
-            &service::build(job),
-        )
-        .await?;
-        apply(
-            &Api::<ConfigMap>::namespaced(ctx.client.clone(), ns),
-            &config_map::build(job, files),
-        )
-        .await?;
-    }
-    if pod_group::enabled(job) {
-        apply_pod_group(job, ns, ctx).await?;
-    }
-    if rank_table_enabled(job) {
-        apply_rank_table(job, ns, ctx, attempt, pods).await?;
-    }
-    Ok(())
-}
-
 /// Node 0's progress report, read at most once per poll interval per job and only while the
 /// job runs: one small HTTP request to its launcher, no API write unless the status changes.
 async fn read_progress(
@@ -526,25 +428,6 @@ async fn read_progress(
         polled.insert(uid, Instant::now());
     }
     observe::fetch_progress(&ip, env::progress_port(job)).await
-}
-
-/// Creates the job's store-token Secret unless it exists. Never read nor updated (the operator
-/// needs only `create` on Secrets): every attempt of the job shares the token.
-async fn ensure_token_secret(job: &PretrainJob, ns: &str, ctx: &Context) -> Result<(), Error> {
-    let uid = job.uid().unwrap_or_default();
-    if lock(&ctx.tokens).contains(&uid) {
-        return Ok(());
-    }
-    let token = store_access::new_token().map_err(Error::Unavailable)?;
-    let created = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .create(&PostParams::default(), &store_access::secret(job, &token))
-        .await;
-    match created {
-        Err(e) if !is_code(&e, 409) => return Err(e.into()),
-        _ => {}
-    }
-    lock(&ctx.tokens).insert(uid);
-    Ok(())
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
