@@ -3,9 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ObjectMeta;
 
-use super::{common_labels, config_map_name, namespace, owner_ref};
+use super::{config_map_name, owned_meta};
 use crate::crd::PretrainJob;
 
 /// Key of the config in the owned ConfigMap (and file name in the mount).
@@ -17,13 +16,7 @@ pub const CONFIG_DIR: &str = "/etc/pretrain";
 /// or copied from the referenced ConfigMap by the controller) and that ConfigMap's other keys.
 pub fn build(job: &PretrainJob, files: &BTreeMap<String, String>) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(config_map_name(job)),
-            namespace: Some(namespace(job)),
-            labels: Some(common_labels(job)),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..Default::default()
-        },
+        metadata: owned_meta(job, config_map_name(job)),
         data: Some(files.clone()),
         ..Default::default()
     }

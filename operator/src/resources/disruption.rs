@@ -5,10 +5,10 @@
 //! dynamic object so that it can be written as `policy/v1` or, on API servers before 1.21,
 //! `policy/v1beta1`, whose fields are the same.
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::ResourceExt;
 
-use super::{common_labels, namespace, owner_ref, LABEL_JOB};
+use super::{owned_dynamic, LABEL_JOB};
 use crate::crd::PretrainJob;
 
 /// The versions tried, newest first.
@@ -33,18 +33,7 @@ pub fn build(job: &PretrainJob, version: &str) -> DynamicObject {
         "minAvailable": job.spec.nodes,
         "selector": {"matchLabels": {LABEL_JOB: job.name_any()}},
     });
-    let mut obj =
-        DynamicObject::new(&job.name_any(), &api_resource(version)).data(serde_json::json!({
-            "spec": spec
-        }));
-    obj.metadata = ObjectMeta {
-        name: Some(job.name_any()),
-        namespace: Some(namespace(job)),
-        labels: Some(common_labels(job)),
-        owner_references: Some(vec![owner_ref(job)]),
-        ..Default::default()
-    };
-    obj
+    owned_dynamic(job, &api_resource(version), spec)
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ pub mod store_access;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::PretrainJob;
@@ -68,6 +69,31 @@ pub fn owner_ref(job: &PretrainJob) -> OwnerReference {
         });
     r.block_owner_deletion = Some(true);
     r
+}
+
+/// Metadata of an object the job owns: its name, the job's namespace, [`common_labels`] and
+/// the controller [`owner_ref`].
+pub fn owned_meta(job: &PretrainJob, name: impl Into<String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace(job)),
+        labels: Some(common_labels(job)),
+        owner_references: Some(vec![owner_ref(job)]),
+        ..Default::default()
+    }
+}
+
+/// An object the job owns, of a kind known only by its [`ApiResource`] (Volcano's PodGroup,
+/// a PodDisruptionBudget of whichever version the API server serves), named after the job.
+pub fn owned_dynamic(
+    job: &PretrainJob,
+    resource: &ApiResource,
+    spec: serde_json::Value,
+) -> DynamicObject {
+    let mut obj =
+        DynamicObject::new(&job.name_any(), resource).data(serde_json::json!({ "spec": spec }));
+    obj.metadata = owned_meta(job, job.name_any());
+    obj
 }
 
 /// Namespace of the job (`default` when unset, as in tests building jobs by hand).

@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
-use kube::ResourceExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
-use super::{common_labels, namespace, owner_ref, quantity};
+use super::{owned_dynamic, quantity};
 use crate::crd::PretrainJob;
 
 /// The pod annotation naming its PodGroup (what Volcano reads).
@@ -59,17 +58,7 @@ pub fn build(job: &PretrainJob) -> DynamicObject {
     if let Some(total) = min_resources(job) {
         spec["minResources"] = serde_json::json!(total);
     }
-    let mut obj = DynamicObject::new(&job.name_any(), &api_resource()).data(serde_json::json!({
-        "spec": spec
-    }));
-    obj.metadata = ObjectMeta {
-        name: Some(job.name_any()),
-        namespace: Some(namespace(job)),
-        labels: Some(common_labels(job)),
-        owner_references: Some(vec![owner_ref(job)]),
-        ..Default::default()
-    };
-    obj
+    owned_dynamic(job, &api_resource(), spec)
 }
 
 #[cfg(test)]

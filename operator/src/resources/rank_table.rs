@@ -6,10 +6,9 @@
 //! regenerated for every attempt because pod IPs change.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{common_labels, namespace, owner_ref, rank_table_name};
+use super::{owned_meta, rank_table_name};
 use crate::crd::PretrainJob;
 
 /// Annotation the Ascend device plugin writes with the devices of a pod.
@@ -152,13 +151,7 @@ pub fn render(nodes: u32, devices_per_pod: u32, pods: &[RankPod]) -> String {
 /// The `rings-config-<job>` ConfigMap holding the table.
 pub fn build(job: &PretrainJob, table_json: &str) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(rank_table_name(job)),
-            namespace: Some(namespace(job)),
-            labels: Some(common_labels(job)),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..Default::default()
-        },
+        metadata: owned_meta(job, rank_table_name(job)),
         data: Some([(RANK_TABLE_KEY.to_string(), table_json.to_string())].into()),
         ..Default::default()
     }

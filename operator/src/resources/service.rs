@@ -1,9 +1,8 @@
 //! The headless Service: gives each pod the DNS name `<job>-<rank>.<job>.<ns>.svc`.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use kube::api::ObjectMeta;
 
-use super::{common_labels, namespace, owner_ref, service_name, LABEL_JOB};
+use super::{owned_meta, service_name, LABEL_JOB};
 use crate::crd::PretrainJob;
 use kube::ResourceExt;
 
@@ -11,13 +10,7 @@ use kube::ResourceExt;
 /// soon as the pod has an IP, so workers never race DNS.
 pub fn build(job: &PretrainJob) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(service_name(job)),
-            namespace: Some(namespace(job)),
-            labels: Some(common_labels(job)),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..Default::default()
-        },
+        metadata: owned_meta(job, service_name(job)),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),

@@ -17,11 +17,10 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
-use kube::api::ObjectMeta;
 use kube::ResourceExt;
 
 use super::env::progress_port;
-use super::{common_labels, namespace, owner_ref, LABEL_JOB};
+use super::{owned_meta, LABEL_JOB};
 use crate::crd::PretrainJob;
 
 /// Where pods mount the token Secret.
@@ -45,13 +44,7 @@ pub fn network_policy_name(job: &PretrainJob) -> String {
 /// controller creates it once and never changes it, so restarted gangs share the token.
 pub fn secret(job: &PretrainJob, token: &str) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(secret_name(job)),
-            namespace: Some(namespace(job)),
-            labels: Some(common_labels(job)),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..Default::default()
-        },
+        metadata: owned_meta(job, secret_name(job)),
         data: Some(BTreeMap::from([(
             TOKEN_KEY.to_string(),
             ByteString(token.as_bytes().to_vec()),
@@ -99,13 +92,7 @@ pub fn network_policy(job: &PretrainJob) -> NetworkPolicy {
         ..Default::default()
     };
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(network_policy_name(job)),
-            namespace: Some(namespace(job)),
-            labels: Some(common_labels(job)),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..Default::default()
-        },
+        metadata: owned_meta(job, network_policy_name(job)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(own.clone()),
             policy_types: Some(vec!["Ingress".into()]),
