@@ -74,6 +74,35 @@ async fn no_pods(client: &Client, ns: &str) {
     .await;
 }
 
+/// Creates job `queued`, suspended, in the Kueue queue `team-a`.
+async fn create_queued(client: &Client, ns: &str) -> Api<PretrainJob> {
+    let mut job = cpu_example(&RUN);
+    job.metadata.name = Some("queued".into());
+    job.metadata.labels = Some(
+        [(
+            "kueue.x-k8s.io/queue-name".to_string(),
+            "team-a".to_string(),
+        )]
+        .into(),
+    );
+    job.spec.suspend = true;
+    let jobs = Api::<PretrainJob>::namespaced(client.clone(), ns);
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("apply");
+    jobs
+}
+
+/// The pod carries what Kueue's pod integration needs to treat the gang as pod group `group`.
+fn assert_in_kueue_pod_group(p: &Pod, group: &str) {
+    assert_eq!(crate::label(p, "kueue.x-k8s.io/queue-name"), "team-a");
+    assert_eq!(crate::label(p, "kueue.x-k8s.io/pod-group-name"), group);
+    let a = p.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(a["kueue.x-k8s.io/pod-group-total-count"], "2");
+    assert_eq!(a["kueue.x-k8s.io/retriable-in-group"], "false");
+    assert_eq!(a["kueue.x-k8s.io/role-hash"], "pretrain");
+}
+
 #[tokio::test]
 #[ignore = "needs etcd + kube-apiserver, root (mount namespaces) and the release binaries"]
 async fn a_queued_job_suspended_resumed_and_preempted_ends_as_if_uninterrupted() {
@@ -90,20 +119,7 @@ async fn a_queued_job_suspended_resumed_and_preempted_ends_as_if_uninterrupted()
     // Created suspended, in a Kueue queue: no pods.
     let dir = tempfile::tempdir().expect("tempdir");
     let (node, pvc) = start_node(&client, ns, dir.path()).await;
-    let mut job = cpu_example(&RUN);
-    job.metadata.name = Some("queued".into());
-    job.metadata.labels = Some(
-        [(
-            "kueue.x-k8s.io/queue-name".to_string(),
-            "team-a".to_string(),
-        )]
-        .into(),
-    );
-    job.spec.suspend = true;
-    let jobs = Api::<PretrainJob>::namespaced(client.clone(), ns);
-    jobs.create(&PostParams::default(), &job)
-        .await
-        .expect("apply");
+    let jobs = create_queued(&client, ns).await;
     wait_phase(&client, ns, "queued", Phase::Suspended, 30).await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(queued_pods(&client, ns).await.is_empty());
@@ -115,15 +131,7 @@ async fn a_queued_job_suspended_resumed_and_preempted_ends_as_if_uninterrupted()
     let pods = queued_pods(&client, ns).await;
     assert_eq!(pods.len(), 2);
     for p in &pods {
-        assert_eq!(crate::label(p, "kueue.x-k8s.io/queue-name"), "team-a");
-        assert_eq!(
-            crate::label(p, "kueue.x-k8s.io/pod-group-name"),
-            "queued-a1"
-        );
-        let a = p.metadata.annotations.clone().unwrap_or_default();
-        assert_eq!(a["kueue.x-k8s.io/pod-group-total-count"], "2");
-        assert_eq!(a["kueue.x-k8s.io/retriable-in-group"], "false");
-        assert_eq!(a["kueue.x-k8s.io/role-hash"], "pretrain");
+        assert_in_kueue_pod_group(p, "queued-a1");
     }
 
     // Suspended while running: the final state is saved, then no pods.

@@ -29,19 +29,21 @@
 //!   as with a real kubelet: a deleted pod's process gets SIGTERM, SIGKILL after the grace
 //!   period, and the pod object goes away only once the process has exited.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod node;
 mod pod;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
 use serde_json::json;
+
+use node::Node;
 
 /// The Nodes, in the order pods are bound to them: the first one a pod's required node
 /// affinity admits.
@@ -51,21 +53,6 @@ const NODES: [&str; 2] = ["test-node", "test-node-2"];
 pub struct Kubelet {
     stop: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
-}
-
-struct Proc {
-    pod: String,
-    child: Child,
-    dir: PathBuf,
-    term_file: PathBuf,
-    container: String,
-    fallback_to_logs: bool,
-    /// The readiness probe (port, path), the readiness last reported, and when it was probed.
-    probe: Option<(u16, String)>,
-    ready: bool,
-    probed: Instant,
-    /// When SIGTERM was sent (the pod was deleted), with the grace period.
-    stopping: Option<(Instant, Duration)>,
 }
 
 impl Kubelet {
@@ -80,204 +67,14 @@ impl Kubelet {
     ) -> Kubelet {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let ns = ns.to_string();
+        let mut node = Node::new(client, ns, claims, bin, work);
         let task = tokio::spawn(async move {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            // Devices for Ascend and NVIDIA manifests too (their pods are only scheduled here).
-            let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "110",
-                                  "huawei.com/Ascend910": "16", "nvidia.com/gpu": "8"});
-            for name in NODES {
-                let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
-                    "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-                    "status": {"capacity": capacity, "allocatable": capacity}
-                }))
-                .expect("node");
-                let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-                    .create(&PostParams::default(), &node)
-                    .await;
-            }
-            let mut procs: HashMap<String, Proc> = HashMap::new(); // by pod uid
-            let mut done: Vec<String> = Vec::new(); // uids that ran
+            node.register().await;
             while !flag.load(Ordering::SeqCst) {
-                let list = match pods.list(&ListParams::default()).await {
-                    Ok(l) => l.items,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                let live: BTreeMap<String, &Pod> = list
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                    .filter_map(|p| p.uid().map(|u| (u, p)))
-                    .collect();
-                // Pods being deleted whose process is gone (or never started): remove them.
-                for p in list
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_some())
-                {
-                    let uid = p.uid().unwrap_or_default();
-                    if !procs.contains_key(&uid) {
-                        let _ = pods
-                            .delete(&p.name_any(), &DeleteParams::default().grace_period(0))
-                            .await;
-                    }
-                }
-                // Start new pods.
-                for (uid, pod) in &live {
-                    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                    let pending = matches!(phase, None | Some("Pending"));
-                    if procs.contains_key(uid) || done.contains(uid) || !pending {
-                        continue;
-                    }
-                    let Some(node) = NODES.into_iter().find(|n| pod::admits(pod, n)) else {
-                        continue; // unschedulable: stays Pending
-                    };
-                    let binding = json!({"apiVersion": "v1", "kind": "Binding",
-                        "metadata": {"name": pod.name_any()},
-                        "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                    let bound: Result<serde_json::Value, _> = pods
-                        .create_subresource(
-                            "binding",
-                            &pod.name_any(),
-                            &PostParams::default(),
-                            &binding,
-                        )
-                        .await;
-                    if bound.is_err()
-                        && pod
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.node_name.as_ref())
-                            .is_none()
-                    {
-                        continue; // retried next round
-                    }
-                    match pod::start(&client, pod, &ns, &claims, &bin, &work).await {
-                        Ok(p) => {
-                            let ready = p.probe.is_none();
-                            let status = json!({"status": {
-                                "phase": "Running", "podIP": pod::pod_ip(pod), "hostIP": "127.0.0.1",
-                                "conditions": [ready_condition(ready)],
-                                "containerStatuses": [{"name": p.container, "image": "local", "imageID": "",
-                                    "ready": ready, "restartCount": 0, "started": true,
-                                    "state": {"running": {}}}]}});
-                            report(&pods, &pod.name_any(), &status).await;
-                            let fallback_to_logs = pod
-                                .spec
-                                .as_ref()
-                                .and_then(|s| s.containers.first())
-                                .and_then(|c| c.termination_message_policy.as_deref())
-                                == Some("FallbackToLogsOnError");
-                            procs.insert(
-                                uid.clone(),
-                                Proc {
-                                    pod: pod.name_any(),
-                                    child: p.child,
-                                    dir: p.dir,
-                                    term_file: p.term_file,
-                                    container: p.container,
-                                    fallback_to_logs,
-                                    probe: p.probe,
-                                    ready,
-                                    probed: Instant::now(),
-                                    stopping: None,
-                                },
-                            );
-                        }
-                        Err(e) => {
-                            // As a kubelet: the pod stays Pending, the reason in its status.
-                            eprintln!("test node cannot start pod {}: {e}", pod.name_any());
-                            let status = json!({"status": {"containerStatuses": [{
-                                "name": "c", "image": "local", "imageID": "", "ready": false,
-                                "restartCount": 0, "state": {"waiting": {
-                                    "reason": "CreateContainerConfigError", "message": e}}}]}});
-                            report(&pods, &pod.name_any(), &status).await;
-                            done.push(uid.clone());
-                        }
-                    }
-                }
-                // Stop processes of deleted pods.
-                for (uid, p) in procs.iter_mut() {
-                    if !live.contains_key(uid) && p.stopping.is_none() {
-                        let _ = Command::new("kill")
-                            .args(["-TERM", &p.child.id().to_string()])
-                            .status();
-                        let grace = list
-                            .iter()
-                            .find(|x| x.uid().as_deref() == Some(uid))
-                            .and_then(|x| x.spec.as_ref())
-                            .and_then(|s| s.termination_grace_period_seconds)
-                            .unwrap_or(30);
-                        p.stopping = Some((Instant::now(), Duration::from_secs(grace as u64)));
-                    }
-                    if let Some((since, grace)) = p.stopping {
-                        if since.elapsed() > grace {
-                            let _ = p.child.kill();
-                        }
-                    }
-                }
-                // Readiness probes, every 500 ms while running.
-                for p in procs.values_mut() {
-                    let Some((port, path)) = p.probe.clone() else {
-                        continue;
-                    };
-                    if p.stopping.is_some() || p.probed.elapsed() < Duration::from_millis(500) {
-                        continue;
-                    }
-                    p.probed = Instant::now();
-                    let ready = http_ok(port, &path);
-                    if ready != p.ready {
-                        p.ready = ready;
-                        let status = json!({"status": {"conditions": [ready_condition(ready)],
-                            "containerStatuses": [{"name": p.container, "image": "local",
-                                "imageID": "", "ready": ready, "restartCount": 0,
-                                "started": true, "state": {"running": {}}}]}});
-                        report(&pods, &p.pod, &status).await;
-                    }
-                }
-                // Report exits.
-                let mut finished = Vec::new();
-                for (uid, p) in procs.iter_mut() {
-                    let Ok(Some(st)) = p.child.try_wait() else {
-                        continue;
-                    };
-                    finished.push(uid.clone());
-                    if p.stopping.is_some() {
-                        // Deleted: the process has exited, so the pod object may go.
-                        let _ = pods
-                            .delete(&p.pod, &DeleteParams::default().grace_period(0))
-                            .await;
-                        continue;
-                    }
-                    use std::os::unix::process::ExitStatusExt;
-                    let code = st.code().or(st.signal().map(|s| 128 + s)).unwrap_or(1);
-                    let mut message = std::fs::read_to_string(&p.term_file).unwrap_or_default();
-                    if message.trim().is_empty() && code != 0 && p.fallback_to_logs {
-                        let log = std::fs::read_to_string(p.dir.join("log")).unwrap_or_default();
-                        let lines: Vec<&str> = log.lines().collect();
-                        message = lines[lines.len().saturating_sub(20)..].join("\n");
-                    }
-                    let status = json!({"status": {
-                        "phase": if code == 0 { "Succeeded" } else { "Failed" },
-                        "conditions": [ready_condition(false)],
-                        "containerStatuses": [{"name": p.container, "image": "local", "imageID": "",
-                            "ready": false, "restartCount": 0,
-                            "state": {"terminated": {"exitCode": code,
-                                "reason": if code == 0 { "Completed" } else { "Error" },
-                                "message": message}}}]}});
-                    report(&pods, &p.pod, &status).await;
-                }
-                for uid in finished {
-                    procs.remove(&uid);
-                    done.push(uid);
-                }
+                node.sync().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            for p in procs.values_mut() {
-                let _ = p.child.kill();
-                let _ = p.child.wait();
-            }
+            node.kill_all();
         });
         Kubelet {
             stop,
