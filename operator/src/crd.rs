@@ -160,6 +160,12 @@ pub struct Accelerator {
     /// Ascend only: generate the HCCL rank table (`hccl.json`) ConfigMap (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank_table: Option<bool>,
+    /// Ascend A3 super pods only: NPUs per logical super pod (ascend-operator's and Volcano's
+    /// `sp-block`, a multiple of the devices per pod). Set, the rank table is version 1.2 (each
+    /// device's `super_device_id`, pods grouped in rank order into `super_pod_list`) and the
+    /// Volcano PodGroup carries the `sp-block` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub super_pod_block: Option<u32>,
 }
 
 /// Checkpoint storage.

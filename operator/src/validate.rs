@@ -199,6 +199,7 @@ fn check_sizes(s: &PretrainJobSpec, errors: &mut Vec<String>) {
 /// The accelerator: CPU takes no device resource; with devices, one process per device.
 fn check_accelerator(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     let a = &s.accelerator;
+    check_super_pod_block(s, errors);
     match a.kind {
         AcceleratorType::Cpu => {
             if a.count_per_node.is_some() || a.resource_name.is_some() {
@@ -216,6 +217,22 @@ fn check_accelerator(s: &PretrainJobSpec, errors: &mut Vec<String>) {
                 }
             }
         }
+    }
+}
+
+/// `accelerator.superPodBlock`: Ascend only, whole pods per logical super pod.
+fn check_super_pod_block(s: &PretrainJobSpec, errors: &mut Vec<String>) {
+    let Some(block) = s.accelerator.super_pod_block else {
+        return;
+    };
+    let devices = s.accelerator.count_per_node.unwrap_or(s.workers_per_node);
+    if s.accelerator.kind != AcceleratorType::Ascend {
+        errors.push("accelerator.superPodBlock applies to Ascend only".into());
+    } else if block == 0 || devices == 0 || block % devices != 0 {
+        errors.push(format!(
+            "accelerator.superPodBlock ({block}) must be a positive multiple of the devices per \
+             pod ({devices}): a logical super pod holds whole pods"
+        ));
     }
 }
 
@@ -361,6 +378,32 @@ mod tests {
             e.contains("workersPerNode (4) must equal accelerator.countPerNode (8)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn super_pod_blocks_hold_whole_ascend_pods() {
+        let with = |accelerator: serde_json::Value| {
+            validate(
+                &fixtures::job(serde_json::json!({
+                    "nodes": 4, "workersPerNode": 16, "image": "i", "config": {"inline": "a: 1"},
+                    "accelerator": accelerator
+                })),
+                ConfigSource::Text("a: 1"),
+            )
+        };
+        assert_eq!(
+            with(serde_json::json!({"type": "Ascend", "superPodBlock": 32})),
+            Ok(())
+        );
+        let e = with(serde_json::json!({"type": "Ascend", "superPodBlock": 24})).expect_err("24");
+        assert!(
+            e.contains("accelerator.superPodBlock (24) must be a positive multiple of the devices per pod (16)"),
+            "{e}"
+        );
+        let e = with(serde_json::json!({"type": "Ascend", "superPodBlock": 0})).expect_err("0");
+        assert!(e.contains("superPodBlock (0)"), "{e}");
+        let e = with(serde_json::json!({"type": "NVIDIA", "superPodBlock": 16})).expect_err("gpu");
+        assert!(e.contains("superPodBlock applies to Ascend only"), "{e}");
     }
 
     #[test]

@@ -153,12 +153,13 @@ async fn apply_rank_table(
             pod_ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
         })
         .collect();
-    let devices = job
-        .spec
-        .accelerator
-        .count_per_node
-        .unwrap_or(job.spec.workers_per_node);
-    let table = rank_table::render(job.spec.nodes, devices, &rank_pods);
+    let a = &job.spec.accelerator;
+    let layout = rank_table::Layout {
+        nodes: job.spec.nodes,
+        devices_per_pod: a.count_per_node.unwrap_or(job.spec.workers_per_node),
+        super_pod_block: a.super_pod_block,
+    };
+    let table = rank_table::render(layout, &rank_pods);
     apply(
         &Api::namespaced(ctx.client.clone(), ns),
         &rank_table::build(job, &table),

@@ -45,6 +45,10 @@ pub fn min_resources(job: &PretrainJob) -> Option<BTreeMap<String, Quantity>> {
     (!total.is_empty()).then_some(total)
 }
 
+/// Annotation of NPUs per logical super pod, read by Volcano's Ascend plugin (and by
+/// ascend-operator on its own jobs).
+pub const SUPER_POD_BLOCK_ANNOTATION: &str = "sp-block";
+
 /// The PodGroup, named after the job.
 pub fn build(job: &PretrainJob) -> DynamicObject {
     let s = &job.spec.scheduling;
@@ -58,7 +62,13 @@ pub fn build(job: &PretrainJob) -> DynamicObject {
     if let Some(total) = min_resources(job) {
         spec["minResources"] = serde_json::json!(total);
     }
-    owned_dynamic(job, &api_resource(), spec)
+    let mut group = owned_dynamic(job, &api_resource(), spec);
+    if let Some(block) = job.spec.accelerator.super_pod_block {
+        // Volcano's Ascend plugin places the gang into super pods of this many NPUs.
+        group.metadata.annotations =
+            Some([(SUPER_POD_BLOCK_ANNOTATION.to_string(), block.to_string())].into());
+    }
+    group
 }
 
 #[cfg(test)]
@@ -84,6 +94,20 @@ mod tests {
         assert_eq!(
             v["spec"],
             serde_json::json!({"minMember": 4, "queue": "training", "priorityClassName": "high"})
+        );
+    }
+
+    #[test]
+    fn a3_super_pod_jobs_tell_volcano_their_block() {
+        let mut job = fixtures::ascend_job();
+        job.spec.scheduling.scheduler_name = Some("volcano".into());
+        let v = serde_json::to_value(build(&job)).expect("json");
+        assert!(v["metadata"].get("annotations").is_none(), "{v}");
+        job.spec.accelerator.super_pod_block = Some(32);
+        let v = serde_json::to_value(build(&job)).expect("json");
+        assert_eq!(
+            v["metadata"]["annotations"],
+            serde_json::json!({"sp-block": "32"})
         );
     }
 

@@ -1,5 +1,8 @@
-//! The Ascend HCCL rank table (`hccl.json`, version 1.0), built like ascend-operator does from
-//! the annotation the Ascend device plugin writes on each pod once devices are assigned.
+//! The Ascend HCCL rank table (`hccl.json`), built like ascend-operator does from the annotation
+//! the Ascend device plugin writes on each pod once devices are assigned: version 1.0, or for
+//! A3 super pods (`accelerator.superPodBlock`, ascend-operator's `sp-block`) version 1.2, which
+//! adds each device's `super_device_id` and a `super_pod_list` grouping the pods in rank order,
+//! `superPodBlock / devices per pod` to a logical super pod (ascend-operator's hard strategy).
 //!
 //! The table is written as `{"status": "initializing"}` first; the runtime waits until it reads
 //! `"status": "completed"`. Global `rank_id` = node rank x devices per pod + local index. It is
@@ -51,6 +54,9 @@ pub struct Device {
     /// NPU network IP.
     #[serde(deserialize_with = "lenient_string", default)]
     pub device_ip: String,
+    /// The NPU's id within its super pod (A3 only).
+    #[serde(deserialize_with = "lenient_string", default)]
+    pub super_device_id: String,
 }
 
 /// What the table needs from one pod.
@@ -73,6 +79,20 @@ struct Table {
     server_count: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     server_list: Vec<Server>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    super_pod_list: Option<Vec<SuperPod>>,
+}
+
+/// A logical super pod of version 1.2: its id and its servers.
+#[derive(Serialize)]
+struct SuperPod {
+    super_pod_id: String,
+    server_list: Vec<ServerRef>,
+}
+
+#[derive(Serialize)]
+struct ServerRef {
+    server_id: String,
 }
 
 #[derive(Serialize)]
@@ -87,6 +107,8 @@ struct Server {
 struct TableDevice {
     device_id: String,
     device_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    super_device_id: Option<String>,
     rank_id: String,
 }
 
@@ -95,46 +117,43 @@ pub fn parse_annotation(value: Option<&String>) -> Option<PodDevices> {
     value.and_then(|v| serde_json::from_str(v).ok())
 }
 
+/// The table's shape: devices per pod and, for A3 super pods, NPUs per logical super pod.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    /// Pods (servers) in the job.
+    pub nodes: u32,
+    /// NPUs per pod.
+    pub devices_per_pod: u32,
+    /// `accelerator.superPodBlock`: Some selects version 1.2.
+    pub super_pod_block: Option<u32>,
+}
+
 /// Renders `hccl.json`: `completed` when every one of `nodes` pods has its devices and IP,
 /// `initializing` otherwise.
-pub fn render(nodes: u32, devices_per_pod: u32, pods: &[RankPod]) -> String {
+pub fn render(layout: Layout, pods: &[RankPod]) -> String {
     let mut sorted: Vec<&RankPod> = pods.iter().collect();
     sorted.sort_by_key(|p| p.rank);
-    let complete = sorted.len() == nodes as usize
+    let complete = sorted.len() == layout.nodes as usize
         && sorted.iter().enumerate().all(|(i, p)| {
             p.rank as usize == i
                 && p.pod_ip.is_some()
                 && p.devices
                     .as_ref()
-                    .is_some_and(|d| d.devices.len() == devices_per_pod as usize)
+                    .is_some_and(|d| d.devices.len() == layout.devices_per_pod as usize)
         });
     let table = if complete {
-        let server_list = sorted
-            .iter()
-            .filter_map(|p| {
-                let d = p.devices.as_ref()?;
-                Some(Server {
-                    server_id: d.server_id.clone(),
-                    host_ip: d.host_ip.clone(),
-                    container_ip: p.pod_ip.clone().unwrap_or_default(),
-                    device: d
-                        .devices
-                        .iter()
-                        .enumerate()
-                        .map(|(i, dev)| TableDevice {
-                            device_id: dev.device_id.clone(),
-                            device_ip: dev.device_ip.clone(),
-                            rank_id: (u64::from(p.rank) * u64::from(devices_per_pod) + i as u64)
-                                .to_string(),
-                        })
-                        .collect(),
-                })
-            })
-            .collect();
+        let server_list: Vec<Server> = sorted.iter().filter_map(|p| server(layout, p)).collect();
         Table {
             status: "completed",
-            version: Some("1.0"),
-            server_count: Some(nodes.to_string()),
+            version: Some(if layout.super_pod_block.is_some() {
+                "1.2"
+            } else {
+                "1.0"
+            }),
+            server_count: Some(layout.nodes.to_string()),
+            super_pod_list: layout
+                .super_pod_block
+                .map(|block| super_pods(&server_list, block, layout.devices_per_pod)),
             server_list,
         }
     } else {
@@ -143,9 +162,51 @@ pub fn render(nodes: u32, devices_per_pod: u32, pods: &[RankPod]) -> String {
             version: None,
             server_count: None,
             server_list: vec![],
+            super_pod_list: None,
         }
     };
     serde_json::to_string_pretty(&table).unwrap_or_else(|_| r#"{"status":"initializing"}"#.into())
+}
+
+/// One pod's entry; global `rank_id` = node rank x devices per pod + local index.
+fn server(layout: Layout, p: &RankPod) -> Option<Server> {
+    let d = p.devices.as_ref()?;
+    let device = d
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, dev)| TableDevice {
+            device_id: dev.device_id.clone(),
+            device_ip: dev.device_ip.clone(),
+            super_device_id: layout.super_pod_block.map(|_| dev.super_device_id.clone()),
+            rank_id: (u64::from(p.rank) * u64::from(layout.devices_per_pod) + i as u64).to_string(),
+        })
+        .collect();
+    Some(Server {
+        server_id: d.server_id.clone(),
+        host_ip: d.host_ip.clone(),
+        container_ip: p.pod_ip.clone().unwrap_or_default(),
+        device,
+    })
+}
+
+/// Servers (in rank order) grouped into logical super pods of `block / devices` servers each
+/// (at least one), numbered from 0 as ascend-operator's `GetLogicSuperPodId` does.
+fn super_pods(servers: &[Server], block: u32, devices: u32) -> Vec<SuperPod> {
+    let per_pod = (block / devices.max(1)).max(1) as usize;
+    servers
+        .chunks(per_pod)
+        .enumerate()
+        .map(|(id, chunk)| SuperPod {
+            super_pod_id: id.to_string(),
+            server_list: chunk
+                .iter()
+                .map(|s| ServerRef {
+                    server_id: s.server_id.clone(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The `rings-config-<job>` ConfigMap holding the table.
@@ -161,11 +222,22 @@ pub fn build(job: &PretrainJob, table_json: &str) -> ConfigMap {
 mod tests {
     use super::*;
 
+    const V1: Layout = Layout {
+        nodes: 2,
+        devices_per_pod: 2,
+        super_pod_block: None,
+    };
+
+    /// A pod as the device plugin annotates it (A3's plugin adds `super_device_id` and
+    /// `super_pod_id`, which the table ignores: its super pods are logical).
     fn pod(rank: u32, server: &str) -> RankPod {
         let ann = format!(
             r#"{{"pod_name":"run1-{rank}","server_id":"{server}","host_ip":"{server}",
-               "devices":[{{"device_id":"0","device_ip":"192.168.{rank}.10"}},
-                          {{"device_id":1,"device_ip":"192.168.{rank}.11"}}]}}"#
+               "super_pod_id":7,
+               "devices":[{{"device_id":"0","device_ip":"192.168.{rank}.10",
+                            "super_device_id":"1132{rank}0"}},
+                          {{"device_id":1,"device_ip":"192.168.{rank}.11",
+                            "super_device_id":"1132{rank}1"}}]}}"#
         );
         RankPod {
             rank,
@@ -176,7 +248,7 @@ mod tests {
 
     #[test]
     fn complete_table_numbers_ranks_globally() {
-        let json = render(2, 2, &[pod(1, "10.1.0.2"), pod(0, "10.1.0.1")]);
+        let json = render(V1, &[pod(1, "10.1.0.2"), pod(0, "10.1.0.1")]);
         let v: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(v["status"], "completed");
         assert_eq!(v["version"], "1.0");
@@ -188,15 +260,49 @@ mod tests {
     }
 
     #[test]
+    fn version_1_0_has_no_super_pod_fields() {
+        let v: serde_json::Value =
+            serde_json::from_str(&render(V1, &[pod(0, "a"), pod(1, "b")])).expect("json");
+        assert!(v.get("super_pod_list").is_none(), "{v}");
+        assert!(v["server_list"][0]["device"][0]
+            .get("super_device_id")
+            .is_none());
+    }
+
+    #[test]
+    fn version_1_2_groups_pods_into_logical_super_pods() {
+        let layout = Layout {
+            nodes: 3,
+            devices_per_pod: 2,
+            super_pod_block: Some(4),
+        };
+        let pods = [pod(2, "10.1.0.3"), pod(0, "10.1.0.1"), pod(1, "10.1.0.2")];
+        let v: serde_json::Value = serde_json::from_str(&render(layout, &pods)).expect("json");
+        assert_eq!(v["version"], "1.2");
+        assert_eq!(v["status"], "completed");
+        assert_eq!(
+            v["server_list"][1]["device"][1],
+            serde_json::json!({"device_id": "1", "device_ip": "192.168.1.11",
+                               "super_device_id": "113211", "rank_id": "3"})
+        );
+        assert_eq!(
+            v["super_pod_list"],
+            serde_json::json!([
+                {"super_pod_id": "0", "server_list": [{"server_id": "10.1.0.1"}, {"server_id": "10.1.0.2"}]},
+                {"super_pod_id": "1", "server_list": [{"server_id": "10.1.0.3"}]}
+            ])
+        );
+    }
+
+    #[test]
     fn missing_annotation_keeps_it_initializing() {
         let mut p1 = pod(1, "10.1.0.2");
         p1.devices = None;
-        let json = render(2, 2, &[pod(0, "10.1.0.1"), p1]);
+        let json = render(V1, &[pod(0, "10.1.0.1"), p1]);
         let v: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(v, serde_json::json!({"status": "initializing"}));
         // Too few pods is also incomplete.
-        let v: serde_json::Value =
-            serde_json::from_str(&render(2, 2, &[pod(0, "a")])).expect("json");
+        let v: serde_json::Value = serde_json::from_str(&render(V1, &[pod(0, "a")])).expect("json");
         assert_eq!(v["status"], "initializing");
     }
 }
