@@ -8,14 +8,10 @@
 //! Contents:
 //! - `job_yields_service_config_and_pods`: CRD, Service, ConfigMap, pods, env, owner refs,
 //!   metrics and health endpoints
-//! - `failed_pod_restarts_gang_as_attempt_two_with_resume`
-//! - `non_retryable_exit_code_fails_the_job`
-//! - `restart_budget_exhaustion_fails_the_job`
-//! - `suspend_deletes_pods_and_resume_starts_next_attempt`
-//! - `invalid_spec_gets_condition_and_no_pods`
-//! - `ascend_job_gets_rank_table` (version 1.0, and 1.2 for A3 super pods)
+//! - `lifecycle::*`: a failed pod restarts the gang as attempt 2 with resume; non-retryable
+//!   exit codes; the restart budget; suspend and resume; an invalid spec; a deleted job
+//! - `ascend::ascend_job_gets_rank_table` (version 1.0, and 1.2 for A3 super pods)
 //! - `operator_restart_converges_without_duplicates` (and leader election)
-//! - `deleted_job_is_left_alone`
 //! - `gang::volcano_job_gets_a_pod_group_that_every_attempt_joins`
 //! - `gang::a_protected_gang_gets_a_disruption_budget`
 //! - `e2e::*`: end to end on a process-backed test node (`support::kubelet`): the CPU example
@@ -23,8 +19,10 @@
 //!   config error, survives an operator restart; `e2e::helm`: the same through the operator
 //!   that `helm install` of the chart deployed, running as a pod of the test node
 
+mod ascend;
 mod e2e;
 mod gang;
+mod lifecycle;
 mod support;
 
 use std::collections::BTreeMap;
@@ -333,280 +331,6 @@ async fn job_yields_service_config_and_pods() {
 
 #[tokio::test]
 #[ignore = "needs etcd + kube-apiserver"]
-async fn failed_pod_restarts_gang_as_attempt_two_with_resume() {
-    let ns = "t-restart";
-    let (client, _op) = setup(ns).await;
-    create(&client, ns, &job("run", json!({}))).await;
-    wait_pods(&client, ns, 1, 2, 30).await;
-    run_all(&client, ns).await;
-    wait_phase(&client, ns, "run", Phase::Running, 20).await;
-
-    let t0 = Instant::now();
-    let msg = r#"{"reason":"PeerLost","message":"rank 5 lost its peer","lastCheckpointStep":100,"lastCheckpointPath":"/checkpoints/run/iteration_00000100"}"#;
-    set_pod_status(&client, ns, "run-1", "Failed", Some((1, msg))).await;
-    let ps = wait_pods(&client, ns, 2, 2, 30).await;
-    println!(
-        "timing: failure seen -> attempt 2 created (1 s backoff included): {} ms",
-        t0.elapsed().as_millis()
-    );
-    for p in &ps {
-        let env = env_of(p);
-        assert_eq!(env["PRETRAIN_ATTEMPT"], "2");
-        assert_eq!(env["PRETRAIN_RESUME"], "true");
-        assert_eq!(env["PRETRAIN_CHECKPOINT_DIR"], "/checkpoints/run");
-    }
-    let st = get_job(&client, ns, "run").await.status.expect("status");
-    assert_eq!((st.attempt, st.restarts), (2, 1));
-    assert_eq!(st.phase, Phase::Starting);
-    let f = st.last_failure.expect("failure");
-    assert_eq!(
-        (f.rank, f.exit_code, f.reason.as_str()),
-        (Some(1), Some(1), "PeerLost")
-    );
-    assert_eq!(f.pod.as_deref(), Some("run-1"));
-    assert_eq!(st.last_checkpoint.map(|c| c.step), Some(100));
-    let ev = events(&client, ns).await;
-    for reason in ["RankFailed", "GangRestart", "CheckpointCommitted"] {
-        assert!(ev.iter().any(|(r, _)| r == reason), "{reason} in {ev:?}");
-    }
-}
-
-#[tokio::test]
-#[ignore = "needs etcd + kube-apiserver"]
-async fn non_retryable_exit_code_fails_the_job() {
-    let ns = "t-nonretry";
-    let (client, _op) = setup(ns).await;
-    create(&client, ns, &job("run", json!({}))).await;
-    wait_pods(&client, ns, 1, 2, 30).await;
-    run_all(&client, ns).await;
-    set_pod_status(
-        &client,
-        ns,
-        "run-0",
-        "Failed",
-        Some((2, "error: config.yaml:3: unknown key `lr`")),
-    )
-    .await;
-    let j = wait_phase(&client, ns, "run", Phase::Failed, 20).await;
-    let st = j.status.expect("status");
-    assert_eq!(st.restarts, 0);
-    let c = st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Failed")
-        .expect("Failed condition");
-    assert_eq!(c.reason, "NonRetryableExitCode");
-    assert!(c.message.contains("unknown key `lr`"), "{}", c.message);
-    // The running pod is stopped; the failed one stays for its logs.
-    let names = || async {
-        pods(&client, ns)
-            .await
-            .iter()
-            .map(|p| p.name_any())
-            .collect::<Vec<_>>()
-    };
-    wait_for(20, "running pod deleted", || async {
-        (names().await == ["run-0"]).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(names().await, ["run-0"], "a failed job never gets new pods");
-    assert_eq!(
-        get_job(&client, ns, "run").await.status.map(|s| s.phase),
-        Some(Phase::Failed)
-    );
-}
-
-#[tokio::test]
-#[ignore = "needs etcd + kube-apiserver"]
-async fn restart_budget_exhaustion_fails_the_job() {
-    let ns = "t-budget";
-    let (client, _op) = setup(ns).await;
-    create(&client, ns, &job("run", json!({"failurePolicy": {"maxRestarts": 1, "backoff": {"initialSeconds": 1, "maxSeconds": 1}}}))).await;
-    wait_pods(&client, ns, 1, 2, 30).await;
-    set_pod_status(&client, ns, "run-0", "Failed", Some((1, "oom"))).await;
-    wait_pods(&client, ns, 2, 2, 30).await;
-    set_pod_status(&client, ns, "run-1", "Failed", Some((137, ""))).await;
-    let j = wait_phase(&client, ns, "run", Phase::Failed, 20).await;
-    let st = j.status.expect("status");
-    assert_eq!((st.attempt, st.restarts), (2, 1));
-    assert!(st
-        .conditions
-        .iter()
-        .any(|c| c.reason == "RestartBudgetExhausted"));
-    assert_eq!(st.last_failure.and_then(|f| f.exit_code), Some(137));
-}
-
-#[tokio::test]
-#[ignore = "needs etcd + kube-apiserver"]
-async fn suspend_deletes_pods_and_resume_starts_next_attempt() {
-    let ns = "t-suspend";
-    let (client, _op) = setup(ns).await;
-    create(&client, ns, &job("run", json!({}))).await;
-    wait_pods(&client, ns, 1, 2, 30).await;
-    let api = Api::<PretrainJob>::namespaced(client.clone(), ns);
-    api.patch(
-        "run",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"suspend": true}})),
-    )
-    .await
-    .expect("suspend");
-    wait_phase(&client, ns, "run", Phase::Suspended, 20).await;
-    wait_for(20, "pods deleted", || async {
-        pods(&client, ns).await.is_empty().then_some(())
-    })
-    .await;
-    api.patch(
-        "run",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"suspend": false}})),
-    )
-    .await
-    .expect("resume");
-    let ps = wait_pods(&client, ns, 2, 2, 30).await;
-    assert_eq!(env_of(&ps[0])["PRETRAIN_RESUME"], "true");
-    let st = get_job(&client, ns, "run").await.status.expect("status");
-    assert_eq!(st.restarts, 0, "suspension is not a restart");
-    assert_eq!(st.observed_generation, Some(3));
-}
-
-#[tokio::test]
-#[ignore = "needs etcd + kube-apiserver"]
-async fn invalid_spec_gets_condition_and_no_pods() {
-    let ns = "t-invalid";
-    let (client, _op) = setup(ns).await;
-    create(&client, ns, &job("zero", json!({"nodes": 0}))).await;
-    create(
-        &client,
-        ns,
-        &job("nocm", json!({"config": {"configMap": {"name": "absent"}}})),
-    )
-    .await;
-    let layout = "parallel_config:\n  data_parallel: 1\n  model_parallel: 4\n  pipeline_stage: 4\n";
-    create(
-        &client,
-        ns,
-        &job("layout", json!({"config": {"inline": layout}})),
-    )
-    .await;
-    for (name, needle) in [
-        ("zero", "nodes must be at least 1"),
-        ("nocm", "config.configMap \"absent\" not found"),
-        (
-            "layout",
-            "does not match the world size nodes x workersPerNode = 8",
-        ),
-    ] {
-        let j = wait_phase(&client, ns, name, Phase::Invalid, 20).await;
-        let c = j
-            .status
-            .expect("status")
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Invalid")
-            .expect("condition");
-        assert!(c.message.contains(needle), "{name}: {}", c.message);
-    }
-    let ev = wait_for(10, "InvalidSpec events", || async {
-        let ev = events(&client, ns).await;
-        (ev.iter().filter(|(r, _)| r == "InvalidSpec").count() >= 3).then_some(ev)
-    })
-    .await;
-    assert!(!ev.is_empty());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(pods(&client, ns).await.is_empty());
-    // Fixing the spec starts it.
-    Api::<PretrainJob>::namespaced(client.clone(), ns)
-        .patch(
-            "zero",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"nodes": 1}})),
-        )
-        .await
-        .expect("fix");
-    wait_pods(&client, ns, 1, 1, 30).await;
-}
-
-#[tokio::test]
-#[ignore = "needs etcd + kube-apiserver"]
-async fn ascend_job_gets_rank_table() {
-    let t = rank_table_of("t-ascend", json!({"type": "Ascend"})).await;
-    assert_eq!(t["version"], "1.0");
-    assert_eq!(t["server_count"], "2");
-    assert_eq!(t["server_list"][1]["device"][1]["rank_id"], "3");
-    assert!(t.get("super_pod_list").is_none());
-    // An A3 super-pod job (one pod per logical super pod): version 1.2.
-    let t = rank_table_of("t-ascend-a3", json!({"type": "Ascend", "superPodBlock": 2})).await;
-    assert_eq!(t["version"], "1.2");
-    assert_eq!(t["server_list"][1]["device"][1]["super_device_id"], "9121");
-    assert_eq!(
-        t["super_pod_list"],
-        json!([{"super_pod_id": "0", "server_list": [{"server_id": "192.168.0.0"}]},
-               {"super_pod_id": "1", "server_list": [{"server_id": "192.168.0.1"}]}])
-    );
-}
-
-/// Creates a 2-pod Ascend job with `accelerator` in `ns`, annotates its pods as the device
-/// plugin would, reports them running and returns the completed `hccl.json`.
-async fn rank_table_of(ns: &str, accelerator: serde_json::Value) -> serde_json::Value {
-    let (client, _op) = setup(ns).await;
-    let client = &client;
-    let name = "npu";
-    create(
-        client,
-        ns,
-        &job(
-            name,
-            json!({"workersPerNode": 2, "accelerator": accelerator}),
-        ),
-    )
-    .await;
-    let ps = wait_pods(client, ns, 1, 2, 30).await;
-    let limits = ps[0].spec.as_ref().expect("spec").containers[0]
-        .resources
-        .clone()
-        .and_then(|r| r.limits)
-        .expect("limits");
-    assert_eq!(limits["huawei.com/Ascend910"].0, "2");
-    assert_eq!(ps[1].annotations()["hccl/rankIndex"], "1");
-    let cms = Api::<ConfigMap>::namespaced(client.clone(), ns);
-    let cm_name = format!("rings-config-{name}");
-    let table = |cm: ConfigMap| -> serde_json::Value {
-        serde_json::from_str(&cm.data.expect("data")["hccl.json"]).expect("json")
-    };
-    assert_eq!(
-        table(cms.get(&cm_name).await.expect("cm"))["status"],
-        "initializing"
-    );
-    // The device plugin annotates the pods; the kubelet reports IPs.
-    let pods_api = Api::<Pod>::namespaced(client.clone(), ns);
-    for p in &ps {
-        let rank = &p.annotations()["hccl/rankIndex"];
-        let ann = format!(
-            r#"{{"pod_name":"{}","server_id":"192.168.0.{rank}","host_ip":"192.168.0.{rank}","super_pod_id":3,"devices":[{{"device_id":"0","device_ip":"10.9.{rank}.1","super_device_id":"9{rank}20"}},{{"device_id":"1","device_ip":"10.9.{rank}.2","super_device_id":"9{rank}21"}}]}}"#,
-            p.name_any()
-        );
-        let patch = json!({"metadata": {"annotations": {"ascend.kubectl.kubernetes.io/ascend-910-configuration": ann}}});
-        pods_api
-            .patch(
-                &p.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .expect("annotate");
-        set_pod_status(client, ns, &p.name_any(), "Running", None).await;
-    }
-    wait_for(20, "completed rank table", || async {
-        let t = table(cms.get(&cm_name).await.ok()?);
-        (t["status"] == "completed").then_some(t)
-    })
-    .await
-}
-
-#[tokio::test]
-#[ignore = "needs etcd + kube-apiserver"]
 async fn operator_restart_converges_without_duplicates() {
     let ns = "t-crash";
     let c = cluster();
@@ -649,31 +373,6 @@ async fn operator_restart_converges_without_duplicates() {
     assert_eq!(ps.len(), 4, "no duplicates");
     let st = get_job(&client, ns, "run").await.status.expect("status");
     assert_eq!((st.attempt, st.restarts), (2, 1));
-}
-
-#[tokio::test]
-#[ignore = "needs etcd + kube-apiserver"]
-async fn deleted_job_is_left_alone() {
-    let ns = "t-delete";
-    let (client, op) = setup(ns).await;
-    create(&client, ns, &job("run", json!({}))).await;
-    let ps = wait_pods(&client, ns, 1, 2, 30).await;
-    Api::<PretrainJob>::namespaced(client.clone(), ns)
-        .delete("run", &DeleteParams::default())
-        .await
-        .expect("delete");
-    // No garbage collector runs here; deleting the children is its job, thanks to the owner
-    // references checked above. The operator must not recreate anything or error.
-    for p in &ps {
-        Api::<Pod>::namespaced(client.clone(), ns)
-            .delete(&p.name_any(), &DeleteParams::default())
-            .await
-            .expect("delete pod");
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(pods(&client, ns).await.is_empty());
-    let m = op.get("/metrics");
-    assert!(!m.contains("reconcile_errors_total{"), "{m}");
 }
 
 /// The committed CRD is what `crdgen` writes now (CI fails on a stale file).
