@@ -10,7 +10,7 @@ use pretrain_contract::config::{self as training, Files, ParallelLayout};
 use crate::crd::{AcceleratorType, PretrainJob, PretrainJobSpec};
 use crate::resources::config_map::{CONFIG_DIR, CONFIG_KEY};
 use crate::resources::env::PodSlot;
-use crate::resources::pod;
+use crate::resources::{pod, rank_table};
 
 /// Longest job name: pod names `<job>-<rank>` are also hostnames (63 characters at most).
 const MAX_NAME: usize = 52;
@@ -144,6 +144,7 @@ pub fn validate(job: &PretrainJob, config: ConfigSource<'_>) -> Result<(), Strin
     if s.accelerator.kind != AcceleratorType::Ascend && s.accelerator.rank_table.is_some() {
         errors.push("accelerator.rankTable applies to Ascend only".into());
     }
+    check_scale_out_type(job, &mut errors);
     check_config(s, config, &mut errors);
     check_checkpoint(s, &mut errors);
     check_lifecycle(s, &mut errors);
@@ -232,6 +233,24 @@ fn check_super_pod_block(s: &PretrainJobSpec, errors: &mut Vec<String>) {
         errors.push(format!(
             "accelerator.superPodBlock ({block}) must be a positive multiple of the devices per \
              pod ({devices}): a logical super pod holds whole pods"
+        ));
+    }
+}
+
+/// The `scaleout-type` label of a rank table 2.0 job (ascend-operator's): `ROCE` or `UBOE`.
+fn check_scale_out_type(job: &PretrainJob, errors: &mut Vec<String>) {
+    let Some(value) = job.labels().get(rank_table::SCALE_OUT_TYPE_LABEL) else {
+        return;
+    };
+    let v2 = matches!(
+        rank_table::Layout::of(job).version,
+        rank_table::Version::V2_0 { .. }
+    );
+    if v2 && rank_table::ScaleOutType::parse(value).is_none() {
+        errors.push(format!(
+            "label {}: {value:?} is neither ROCE nor UBOE (the scale-out network of rank table \
+             2.0; remove the label to choose by the NPUs' ports)",
+            rank_table::SCALE_OUT_TYPE_LABEL
         ));
     }
 }
@@ -404,6 +423,26 @@ mod tests {
         assert!(e.contains("superPodBlock (0)"), "{e}");
         let e = with(serde_json::json!({"type": "NVIDIA", "superPodBlock": 16})).expect_err("gpu");
         assert!(e.contains("superPodBlock applies to Ascend only"), "{e}");
+    }
+
+    #[test]
+    fn a_rank_table_2_job_takes_a_known_scale_out_type() {
+        let with = |resource: &str, label: &str| {
+            let mut job = fixtures::job(serde_json::json!({
+                "nodes": 2, "workersPerNode": 8, "image": "i", "config": {"inline": "a: 1"},
+                "accelerator": {"type": "Ascend", "resourceName": resource}
+            }));
+            job.metadata.labels = Some([("scaleout-type".into(), label.into())].into());
+            validate(&job, ConfigSource::Text("a: 1"))
+        };
+        assert_eq!(with("huawei.com/npu", "RoCE"), Ok(()));
+        let e = with("huawei.com/npu", "UBG").expect_err("UBG is a port type");
+        assert!(
+            e.contains(r#"label scaleout-type: "UBG" is neither ROCE nor UBOE"#),
+            "{e}"
+        );
+        // Other tables do not read it.
+        assert_eq!(with("huawei.com/Ascend910", "UBG"), Ok(()));
     }
 
     #[test]

@@ -148,18 +148,12 @@ async fn apply_rank_table(
                 p.metadata
                     .annotations
                     .as_ref()
-                    .and_then(|a| a.get(rank_table::DEVICE_ANNOTATION)),
+                    .and_then(rank_table::device_annotation),
             ),
             pod_ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
         })
         .collect();
-    let a = &job.spec.accelerator;
-    let layout = rank_table::Layout {
-        nodes: job.spec.nodes,
-        devices_per_pod: a.count_per_node.unwrap_or(job.spec.workers_per_node),
-        super_pod_block: a.super_pod_block,
-    };
-    let table = rank_table::render(layout, &rank_pods);
+    let table = rank_table::render(rank_table::Layout::of(job), &rank_pods);
     apply(
         &Api::namespaced(ctx.client.clone(), ns),
         &rank_table::build(job, &table),

@@ -156,7 +156,9 @@ pub struct Accelerator {
     /// `Ascend`, `NVIDIA` or `CPU`.
     #[serde(rename = "type", default)]
     pub kind: AcceleratorType,
-    /// Extended resource name (default `huawei.com/Ascend910` or `nvidia.com/gpu`).
+    /// Extended resource name (default `huawei.com/Ascend910` or `nvidia.com/gpu`). Ascend's
+    /// `huawei.com/npu` (the A5 generation: Atlas 350, 850, 950) selects rank table version 2.0,
+    /// whose scale-out network the job label `scaleout-type` (`ROCE` or `UBOE`) may choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_name: Option<String>,
     /// Devices per pod (default `workersPerNode`; must equal it).
@@ -167,8 +169,9 @@ pub struct Accelerator {
     pub rank_table: Option<bool>,
     /// Ascend A3 super pods only: NPUs per logical super pod (ascend-operator's and Volcano's
     /// `sp-block`, a multiple of the devices per pod). Set, the rank table is version 1.2 (each
-    /// device's `super_device_id`, pods grouped in rank order into `super_pod_list`) and the
-    /// Volcano PodGroup carries the `sp-block` annotation.
+    /// device's `super_device_id`, pods grouped in rank order into `super_pod_list`; version
+    /// 2.0 for `huawei.com/npu` takes precedence) and the Volcano PodGroup carries the
+    /// `sp-block` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub super_pod_block: Option<u32>,
 }

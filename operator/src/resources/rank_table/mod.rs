@@ -1,8 +1,9 @@
 //! The Ascend HCCL rank table (`hccl.json`), built like ascend-operator does from the annotation
-//! the Ascend device plugin writes on each pod once devices are assigned: version 1.0, or for
-//! A3 super pods (`accelerator.superPodBlock`, ascend-operator's `sp-block`) version 1.2, which
+//! the Ascend device plugin writes on each pod once devices are assigned: version 1.0; for A3
+//! super pods (`accelerator.superPodBlock`, ascend-operator's `sp-block`) version 1.2, which
 //! adds each device's `super_device_id` and a `super_pod_list` grouping the pods in rank order,
-//! `superPodBlock / devices per pod` to a logical super pod (ascend-operator's hard strategy).
+//! `superPodBlock / devices per pod` to a logical super pod (ascend-operator's hard strategy);
+//! for the A5 generation (resource `huawei.com/npu`) version 2.0 ([`v2`]).
 //!
 //! The table is written as `{"status": "initializing"}` first; the runtime waits until it reads
 //! `"status": "completed"`. Global `rank_id` = node rank x devices per pod + local index. It is
@@ -11,11 +12,19 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{owned_meta, rank_table_name};
+use super::{env, owned_meta, rank_table_name};
 use crate::crd::PretrainJob;
+
+pub mod v2;
+
+pub use v2::{RankLevel, ScaleOutType, SCALE_OUT_TYPE_LABEL};
 
 /// Annotation the Ascend device plugin writes with the devices of a pod.
 pub const DEVICE_ANNOTATION: &str = "ascend.kubectl.kubernetes.io/ascend-910-configuration";
+/// The same, as the A5 generation's device plugin may name it (read when the first is absent).
+pub const NPU_DEVICE_ANNOTATION: &str = "ascend.kubectl.kubernetes.io/ascend-npu-configuration";
+/// The device plugin resource of the A5 generation, whose jobs get rank table version 2.0.
+pub const NPU_RESOURCE: &str = "huawei.com/npu";
 /// Annotation carrying the node rank, read by Volcano's Ascend plugin.
 pub const RANK_INDEX_ANNOTATION: &str = "hccl/rankIndex";
 /// Where the rank-table ConfigMap is mounted (ascend-operator's path).
@@ -57,6 +66,9 @@ pub struct Device {
     /// The NPU's id within its super pod (A3 only).
     #[serde(deserialize_with = "lenient_string", default)]
     pub super_device_id: String,
+    /// The NPU's network levels (A5 only).
+    #[serde(rename = "levelList", default)]
+    pub level_list: Vec<RankLevel>,
 }
 
 /// What the table needs from one pod.
@@ -73,11 +85,8 @@ pub struct RankPod {
 #[derive(Serialize)]
 struct Table {
     status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server_count: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    version: &'static str,
+    server_count: String,
     server_list: Vec<Server>,
     #[serde(skip_serializing_if = "Option::is_none")]
     super_pod_list: Option<Vec<SuperPod>>,
@@ -117,15 +126,77 @@ pub fn parse_annotation(value: Option<&String>) -> Option<PodDevices> {
     value.and_then(|v| serde_json::from_str(v).ok())
 }
 
-/// The table's shape: devices per pod and, for A3 super pods, NPUs per logical super pod.
+/// The device annotation among a pod's annotations, under either name.
+pub fn device_annotation(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<&String> {
+    annotations
+        .get(DEVICE_ANNOTATION)
+        .or_else(|| annotations.get(NPU_DEVICE_ANNOTATION))
+}
+
+/// The table's format, chosen as ascend-operator chooses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Version {
+    /// Servers and their devices.
+    V1_0,
+    /// A3 super pods: `super_pod_block` NPUs per logical super pod.
+    V1_2 {
+        /// `accelerator.superPodBlock`.
+        super_pod_block: u32,
+    },
+    /// A5: a flat list of ranks with their network levels.
+    V2_0 {
+        /// The job's `scaleout-type` label.
+        scale_out: Option<ScaleOutType>,
+    },
+}
+
+/// The table's shape: pods, devices per pod and format.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Layout {
     /// Pods (servers) in the job.
     pub nodes: u32,
     /// NPUs per pod.
     pub devices_per_pod: u32,
-    /// `accelerator.superPodBlock`: Some selects version 1.2.
-    pub super_pod_block: Option<u32>,
+    /// The format.
+    pub version: Version,
+}
+
+impl Layout {
+    /// The layout of `job`: version 2.0 when its pods request `huawei.com/npu` (it takes
+    /// precedence, as in ascend-operator), 1.2 with `accelerator.superPodBlock`, else 1.0.
+    pub fn of(job: &PretrainJob) -> Self {
+        let a = &job.spec.accelerator;
+        let version = if env::resource_name(job).as_deref() == Some(NPU_RESOURCE) {
+            Version::V2_0 {
+                scale_out: job
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SCALE_OUT_TYPE_LABEL))
+                    .and_then(|v| ScaleOutType::parse(v)),
+            }
+        } else if let Some(block) = a.super_pod_block {
+            Version::V1_2 {
+                super_pod_block: block,
+            }
+        } else {
+            Version::V1_0
+        };
+        Layout {
+            nodes: job.spec.nodes,
+            devices_per_pod: a.count_per_node.unwrap_or(job.spec.workers_per_node),
+            version,
+        }
+    }
+
+    fn super_pod_block(&self) -> Option<u32> {
+        match self.version {
+            Version::V1_2 { super_pod_block } => Some(super_pod_block),
+            _ => None,
+        }
+    }
 }
 
 /// Renders `hccl.json`: `completed` when every one of `nodes` pods has its devices and IP,
@@ -141,31 +212,33 @@ pub fn render(layout: Layout, pods: &[RankPod]) -> String {
                     .as_ref()
                     .is_some_and(|d| d.devices.len() == layout.devices_per_pod as usize)
         });
-    let table = if complete {
-        let server_list: Vec<Server> = sorted.iter().filter_map(|p| server(layout, p)).collect();
-        Table {
-            status: "completed",
-            version: Some(if layout.super_pod_block.is_some() {
-                "1.2"
-            } else {
-                "1.0"
-            }),
-            server_count: Some(layout.nodes.to_string()),
-            super_pod_list: layout
-                .super_pod_block
-                .map(|block| super_pods(&server_list, block, layout.devices_per_pod)),
-            server_list,
+    let table = match (complete, layout.version) {
+        (false, _) => None,
+        (true, Version::V2_0 { scale_out }) => {
+            v2::render(&sorted, layout.devices_per_pod, scale_out)
         }
-    } else {
-        Table {
-            status: "initializing",
-            version: None,
-            server_count: None,
-            server_list: vec![],
-            super_pod_list: None,
-        }
+        (true, _) => v1_table(layout, &sorted),
     };
-    serde_json::to_string_pretty(&table).unwrap_or_else(|_| r#"{"status":"initializing"}"#.into())
+    table.unwrap_or_else(|| "{\n  \"status\": \"initializing\"\n}".into())
+}
+
+/// A completed table of version 1.0 or 1.2.
+fn v1_table(layout: Layout, sorted: &[&RankPod]) -> Option<String> {
+    let server_list: Vec<Server> = sorted.iter().filter_map(|p| server(layout, p)).collect();
+    let table = Table {
+        status: "completed",
+        version: if layout.super_pod_block().is_some() {
+            "1.2"
+        } else {
+            "1.0"
+        },
+        server_count: layout.nodes.to_string(),
+        super_pod_list: layout
+            .super_pod_block()
+            .map(|block| super_pods(&server_list, block, layout.devices_per_pod)),
+        server_list,
+    };
+    serde_json::to_string_pretty(&table).ok()
 }
 
 /// One pod's entry; global `rank_id` = node rank x devices per pod + local index.
@@ -178,7 +251,9 @@ fn server(layout: Layout, p: &RankPod) -> Option<Server> {
         .map(|(i, dev)| TableDevice {
             device_id: dev.device_id.clone(),
             device_ip: dev.device_ip.clone(),
-            super_device_id: layout.super_pod_block.map(|_| dev.super_device_id.clone()),
+            super_device_id: layout
+                .super_pod_block()
+                .map(|_| dev.super_device_id.clone()),
             rank_id: (u64::from(p.rank) * u64::from(layout.devices_per_pod) + i as u64).to_string(),
         })
         .collect();
@@ -225,7 +300,7 @@ mod tests {
     const V1: Layout = Layout {
         nodes: 2,
         devices_per_pod: 2,
-        super_pod_block: None,
+        version: Version::V1_0,
     };
 
     /// A pod as the device plugin annotates it (A3's plugin adds `super_device_id` and
@@ -274,7 +349,7 @@ mod tests {
         let layout = Layout {
             nodes: 3,
             devices_per_pod: 2,
-            super_pod_block: Some(4),
+            version: Version::V1_2 { super_pod_block: 4 },
         };
         let pods = [pod(2, "10.1.0.3"), pod(0, "10.1.0.1"), pod(1, "10.1.0.2")];
         let v: serde_json::Value = serde_json::from_str(&render(layout, &pods)).expect("json");
@@ -292,6 +367,39 @@ mod tests {
                 {"super_pod_id": "1", "server_list": [{"server_id": "10.1.0.3"}]}
             ])
         );
+    }
+
+    #[test]
+    fn the_version_is_chosen_as_ascend_operator_chooses_it() {
+        let mut job = crate::resources::fixtures::ascend_job();
+        assert_eq!(Layout::of(&job).version, Version::V1_0);
+        assert_eq!(Layout::of(&job).devices_per_pod, 8);
+        job.spec.accelerator.super_pod_block = Some(16);
+        assert_eq!(
+            Layout::of(&job).version,
+            Version::V1_2 {
+                super_pod_block: 16
+            }
+        );
+        // huawei.com/npu (A5) takes precedence; the label picks the scale-out network.
+        job.spec.accelerator.resource_name = Some(NPU_RESOURCE.into());
+        assert_eq!(Layout::of(&job).version, Version::V2_0 { scale_out: None });
+        job.metadata.labels = Some([(SCALE_OUT_TYPE_LABEL.into(), "uboe".into())].into());
+        assert_eq!(
+            Layout::of(&job).version,
+            Version::V2_0 {
+                scale_out: Some(ScaleOutType::Uboe)
+            }
+        );
+    }
+
+    #[test]
+    fn either_device_annotation_is_read() {
+        let mut a = std::collections::BTreeMap::new();
+        a.insert(NPU_DEVICE_ANNOTATION.to_string(), "npu".to_string());
+        assert_eq!(device_annotation(&a).map(String::as_str), Some("npu"));
+        a.insert(DEVICE_ANNOTATION.to_string(), "910".to_string());
+        assert_eq!(device_annotation(&a).map(String::as_str), Some("910"));
     }
 
     #[test]
