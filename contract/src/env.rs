@@ -61,6 +61,9 @@ pub const POD_IP: &str = "POD_IP";
 pub const RANK_TABLE_FILE: &str = "RANK_TABLE_FILE";
 /// Ascend only: the devices of this pod.
 pub const ASCEND_VISIBLE_DEVICES: &str = "ASCEND_VISIBLE_DEVICES";
+/// Ascend only: the logical super pod of this pod (HCCL builds its HCCS network from it on A3
+/// super pods); 0 without `accelerator.superPodBlock`.
+pub const HCCL_LOGIC_SUPERPOD_ID: &str = "HCCL_LOGIC_SUPERPOD_ID";
 
 // Added by the launcher for each worker.
 

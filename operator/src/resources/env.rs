@@ -104,9 +104,25 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
                 format!("{RANK_TABLE_DIR}/{RANK_TABLE_KEY}"),
             ));
         }
+        env.push(plain(
+            names::HCCL_LOGIC_SUPERPOD_ID,
+            logic_super_pod(job, slot.rank),
+        ));
     }
     env.extend(spec.env.iter().cloned());
     env
+}
+
+/// The logical super pod of the pod of node `rank`: its rank over the pods per
+/// `accelerator.superPodBlock` (at least one), 0 without one (ascend-operator's
+/// `GetLogicSuperPodId`); the same grouping as the rank table's `super_pod_list`.
+fn logic_super_pod(job: &PretrainJob, rank: u32) -> u32 {
+    let a = &job.spec.accelerator;
+    let devices = a.count_per_node.unwrap_or(job.spec.workers_per_node);
+    match a.super_pod_block {
+        Some(block) if block > 0 && devices > 0 => rank / (block / devices).max(1),
+        _ => 0,
+    }
 }
 
 /// The launcher's log directory of `attempt`: on the checkpoint volume when the job has one
@@ -207,6 +223,31 @@ mod tests {
             },
         );
         assert_eq!(get(&env, "PRETRAIN_RESUME"), Some("false"));
+    }
+
+    #[test]
+    fn ascend_pods_get_their_logical_super_pod() {
+        let id = |job: &PretrainJob, rank: u32| {
+            let env = build(
+                job,
+                PodSlot {
+                    rank,
+                    attempt: 1,
+                    resume: false,
+                },
+            );
+            get(&env, "HCCL_LOGIC_SUPERPOD_ID").map(str::to_string)
+        };
+        let mut job = fixtures::ascend_job();
+        assert_eq!(id(&job, 1).as_deref(), Some("0"));
+        // 16 NPUs per logical super pod, 8 per pod: two pods each.
+        job.spec.accelerator.super_pod_block = Some(16);
+        let ids: Vec<_> = (0..5).map(|r| id(&job, r)).collect();
+        assert_eq!(ids, ["0", "0", "1", "1", "2"].map(|s| Some(s.to_string())));
+        // A block smaller than a pod still holds one pod.
+        job.spec.accelerator.super_pod_block = Some(4);
+        assert_eq!(id(&job, 3).as_deref(), Some("3"));
+        assert_eq!(id(&fixtures::cpu_job(), 1), None);
     }
 
     #[test]

@@ -119,11 +119,39 @@ async fn rank_table_of(
             .expect("annotate");
         set_pod_status(client, ns, &p.name_any(), "Running", None).await;
     }
-    wait_for(20, "completed rank table", || async {
+    let t = wait_for(20, "completed rank table", || async {
         let t = table(cms.get(&cm_name).await.ok()?);
         (t["status"] == "completed").then_some(t)
     })
-    .await
+    .await;
+    // HCCL's logical super pod of each pod is the one the table puts its server in.
+    for p in &ps {
+        let server = format!("192.168.0.{}", p.annotations()["hccl/rankIndex"]);
+        let want = t["super_pod_list"]
+            .as_array()
+            .and_then(|sps| {
+                sps.iter().find(|sp| {
+                    sp["server_list"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|s| s["server_id"] == server))
+                })
+            })
+            .map_or("0".to_string(), |sp| {
+                sp["super_pod_id"].as_str().expect("id").to_string()
+            });
+        let env = p.spec.as_ref().expect("spec").containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        let got = env.iter().find(|e| e.name == "HCCL_LOGIC_SUPERPOD_ID");
+        assert_eq!(
+            got.and_then(|e| e.value.clone()),
+            Some(want),
+            "{}",
+            p.name_any()
+        );
+    }
+    t
 }
 
 /// The device plugin's annotation of the pod of node `rank`: two NPUs; the A5 plugin's
