@@ -189,6 +189,55 @@ async fn job_yields_service_config_and_pods() {
     );
 
     let uid = created.uid().expect("uid");
+    assert_owned_children(&client, ns, &uid).await;
+    assert_pod_contract(&ps, &uid, ns);
+    let j = get_job(&client, ns, "run").await;
+    let st = j.status.expect("status");
+    assert_eq!(
+        (st.phase, st.attempt, st.observed_generation),
+        (Phase::Starting, 1, Some(1))
+    );
+
+    run_all(&client, ns).await;
+    wait_phase(&client, ns, "run", Phase::Running, 20).await;
+    let metrics = op.get("/metrics");
+    assert!(
+        metrics.contains("pretrain_jobs{phase=\"Running\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pretrain_operator_leader 1"), "{metrics}");
+    assert!(op.get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(op.get("/readyz").starts_with("HTTP/1.1 200"));
+
+    // All pods exit 0: Succeeded, and it stays so.
+    for p in pods(&client, ns).await {
+        set_pod_status(
+            &client,
+            ns,
+            &p.name_any(),
+            "Succeeded",
+            Some((0, r#"{"lastCheckpointStep": 50}"#)),
+        )
+        .await;
+    }
+    let j = wait_phase(&client, ns, "run", Phase::Succeeded, 20).await;
+    assert_eq!(
+        j.status.and_then(|s| s.last_checkpoint).map(|c| c.step),
+        Some(50)
+    );
+    let log = op.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains("\"level\"")),
+        "json logs: {log}"
+    );
+    assert_eq!(op.terminate(), Some(0), "graceful shutdown exits 0");
+}
+
+/// The children of job `run` besides its pods: the headless Service, the config ConfigMap,
+/// the store token (fresh randomness in an immutable Secret) and the NetworkPolicy admitting
+/// only the job's own pods, each controlled by the job `uid`.
+async fn assert_owned_children(client: &Client, ns: &str, uid: &str) {
     let svc = Api::<Service>::namespaced(client.clone(), ns)
         .get("run")
         .await
@@ -201,8 +250,6 @@ async fn job_yields_service_config_and_pods() {
         .await
         .expect("configmap");
     assert_eq!(cm.data.as_ref().expect("data")["config.yaml"], "seed: 42\n");
-    // The store token: fresh randomness in an immutable Secret; the NetworkPolicy admits
-    // only the job's own pods.
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get("run-store-token")
         .await
@@ -239,6 +286,11 @@ async fn job_yields_service_config_and_pods() {
         assert_eq!(owned[0].uid, uid);
         assert_eq!(owned[0].controller, Some(true));
     }
+}
+
+/// Each pod of job `run`: its name, owner, contract environment, token volume, DNS
+/// subdomain, resources and arguments.
+fn assert_pod_contract(ps: &[Pod], uid: &str, ns: &str) {
     for (rank, p) in ps.iter().enumerate() {
         assert_eq!(p.name_any(), format!("run-{rank}"));
         assert_eq!(p.owner_references()[0].uid, uid);
@@ -286,47 +338,6 @@ async fn job_yields_service_config_and_pods() {
             Some("--training.epochs=1")
         );
     }
-    let j = get_job(&client, ns, "run").await;
-    let st = j.status.expect("status");
-    assert_eq!(
-        (st.phase, st.attempt, st.observed_generation),
-        (Phase::Starting, 1, Some(1))
-    );
-
-    run_all(&client, ns).await;
-    wait_phase(&client, ns, "run", Phase::Running, 20).await;
-    let metrics = op.get("/metrics");
-    assert!(
-        metrics.contains("pretrain_jobs{phase=\"Running\"} 1"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("pretrain_operator_leader 1"), "{metrics}");
-    assert!(op.get("/healthz").starts_with("HTTP/1.1 200"));
-    assert!(op.get("/readyz").starts_with("HTTP/1.1 200"));
-
-    // All pods exit 0: Succeeded, and it stays so.
-    for p in pods(&client, ns).await {
-        set_pod_status(
-            &client,
-            ns,
-            &p.name_any(),
-            "Succeeded",
-            Some((0, r#"{"lastCheckpointStep": 50}"#)),
-        )
-        .await;
-    }
-    let j = wait_phase(&client, ns, "run", Phase::Succeeded, 20).await;
-    assert_eq!(
-        j.status.and_then(|s| s.last_checkpoint).map(|c| c.step),
-        Some(50)
-    );
-    let log = op.log_text();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with('{') && l.contains("\"level\"")),
-        "json logs: {log}"
-    );
-    assert_eq!(op.terminate(), Some(0), "graceful shutdown exits 0");
 }
 
 #[tokio::test]

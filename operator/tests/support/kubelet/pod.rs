@@ -284,15 +284,7 @@ pub async fn start(
     let (uid, gid, groups) = identity(spec, c, &img)?;
     let dir = work.join(format!("{name}-{}", pod.uid().unwrap_or_default()));
     std::fs::create_dir_all(&dir).map_err(io)?;
-    // /etc/hosts: the host's plus every pod of the job under its cluster DNS names.
-    let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    if let Some(sub) = spec.subdomain.as_deref() {
-        for k in 0..32 {
-            let host = format!("{sub}-{k}.{sub}.{ns}.svc");
-            hosts.push_str(&format!("127.0.0.{} {host} {host}.cluster.local\n", 10 + k));
-        }
-    }
-    std::fs::write(dir.join("hosts"), hosts).map_err(io)?;
+    std::fs::write(dir.join("hosts"), hosts(spec, ns)).map_err(io)?;
     let sources = volume_sources(client, ns, spec, &dir, claims).await?;
     let term_path = c
         .termination_message_path
@@ -324,8 +316,62 @@ pub async fn start(
             mounts.push((src.clone(), PathBuf::from(&m.mount_path), false));
         }
     }
+    let script = mount_script(c, &mounts, (uid, gid, &groups));
+    let env = container_env(c, &name, ns, &pod_ip(pod));
+    let path = format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        image_bin(bin)?.display()
+    );
+    // The working directory of the image: not writable by its user.
+    let workdir = dir.join("workdir");
+    std::fs::create_dir_all(&workdir).map_err(io)?;
+    let log = std::fs::File::create(dir.join("log")).map_err(io)?;
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(&script)
+        .arg("sh")
+        .args(argv(c, &img))
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", "/")
+        .envs(env)
+        .current_dir(&workdir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io)?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("unshare: {e}"))?;
+    Ok(Started {
+        child,
+        dir,
+        term_file,
+        container: c.name.clone(),
+        probe: http_probe(c),
+    })
+}
+
+/// `/etc/hosts`: the host's, plus every pod of the job under its cluster DNS names.
+fn hosts(spec: &PodSpec, ns: &str) -> String {
+    let mut hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if let Some(sub) = spec.subdomain.as_deref() {
+        for k in 0..32 {
+            let host = format!("{sub}-{k}.{sub}.{ns}.svc");
+            hosts.push_str(&format!("127.0.0.{} {host} {host}.cluster.local\n", 10 + k));
+        }
+    }
+    hosts
+}
+
+/// The shell script run in the pod's mount namespace: bind `mounts` (source, target, is a
+/// file), make the root read-only if asked, drop to the image's `(uid, gid, groups)` (and with
+/// root every capability) after the mounts, then exec the command.
+fn mount_script(
+    c: &Container,
+    mounts: &[(PathBuf, PathBuf, bool)],
+    (uid, gid, groups): (i64, i64, &[i64]),
+) -> String {
     let mut script = String::new();
-    for (src, target, is_file) in &mounts {
+    for (src, target, is_file) in mounts {
         ensure_mount_point(target, *is_file);
         script.push_str(&format!(
             "mount --bind {} {} && ",
@@ -341,7 +387,6 @@ pub async fn start(
     if read_only_root {
         script.push_str("mount -o remount,bind,ro / && ");
     }
-    // The image's user: drop root (and with it every capability) after the mounts.
     let user = if uid == 0 {
         String::new()
     } else {
@@ -354,8 +399,12 @@ pub async fn start(
         format!("setpriv --reuid {uid} --regid {gid} {groups_arg} -- ")
     };
     script.push_str(&format!("exec {user}\"$@\""));
-    // Environment: literal values, the downward API, the API server as in-cluster config.
-    let ip = pod_ip(pod);
+    script
+}
+
+/// The container's environment: literal values, the downward API, the API server as
+/// in-cluster config.
+fn container_env(c: &Container, name: &str, ns: &str, ip: &str) -> Vec<(String, String)> {
     let (api_host, api_port) = super::super::cluster().api_endpoint();
     let mut env: Vec<(String, String)> = vec![
         ("KUBERNETES_SERVICE_HOST".into(), api_host),
@@ -365,24 +414,22 @@ pub async fn start(
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => v.clone(),
             (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => name.clone(),
+                Some("metadata.name") => name.to_string(),
                 Some("metadata.namespace") => ns.to_string(),
-                Some("status.podIP") => ip.clone(),
+                Some("status.podIP") => ip.to_string(),
                 _ => String::new(),
             },
             _ => String::new(),
         };
         env.push((e.name.clone(), value));
     }
-    let path = format!(
-        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        image_bin(bin)?.display()
-    );
-    // The working directory of the image: not writable by its user.
-    let workdir = dir.join("workdir");
-    std::fs::create_dir_all(&workdir).map_err(io)?;
-    let log = std::fs::File::create(dir.join("log")).map_err(io)?;
-    let argv: Vec<String> = match (&c.command, &c.args) {
+    env
+}
+
+/// The command line: the container's command and args, or the image's entrypoint with the
+/// container's args or the image's cmd.
+fn argv(c: &Container, img: &Image) -> Vec<String> {
+    match (&c.command, &c.args) {
         (Some(cmd), args) => cmd.iter().chain(args.iter().flatten()).cloned().collect(),
         (None, Some(args)) => std::iter::once(img.entrypoint.to_string())
             .chain(args.iter().cloned())
@@ -391,44 +438,21 @@ pub async fn start(
             .chain(img.cmd.iter().copied())
             .map(String::from)
             .collect(),
-    };
-    let child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg(&script)
-        .arg("sh")
-        .args(&argv)
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", "/")
-        .envs(env)
-        .current_dir(&workdir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(io)?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("unshare: {e}"))?;
-    let probe = c
-        .readiness_probe
-        .as_ref()
-        .and_then(|p| p.http_get.as_ref())
-        .and_then(|g| {
-            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-            let port = match &g.port {
-                IntOrString::Int(p) => u16::try_from(*p).ok(),
-                IntOrString::String(n) => c
-                    .ports
-                    .iter()
-                    .flatten()
-                    .find(|p| p.name.as_deref() == Some(n))
-                    .and_then(|p| u16::try_from(p.container_port).ok()),
-            }?;
-            Some((port, g.path.clone().unwrap_or("/".into())))
-        });
-    Ok(Started {
-        child,
-        dir,
-        term_file,
-        container: c.name.clone(),
-        probe,
-    })
+    }
+}
+
+/// The container's HTTP readiness probe: (port, path).
+fn http_probe(c: &Container) -> Option<(u16, String)> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let g = c.readiness_probe.as_ref()?.http_get.as_ref()?;
+    let port = match &g.port {
+        IntOrString::Int(p) => u16::try_from(*p).ok(),
+        IntOrString::String(n) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(n))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }?;
+    Some((port, g.path.clone().unwrap_or("/".into())))
 }
