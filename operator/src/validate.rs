@@ -226,7 +226,7 @@ fn check_super_pod_block(s: &PretrainJobSpec, errors: &mut Vec<String>) {
     let Some(block) = s.accelerator.super_pod_block else {
         return;
     };
-    let devices = s.accelerator.count_per_node.unwrap_or(s.workers_per_node);
+    let devices = s.devices_per_pod();
     if s.accelerator.kind != AcceleratorType::Ascend {
         errors.push("accelerator.superPodBlock applies to Ascend only".into());
     } else if block == 0 || devices == 0 || block % devices != 0 {

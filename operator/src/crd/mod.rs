@@ -99,6 +99,15 @@ pub struct PretrainJobSpec {
     pub pod_template: Option<PodTemplateOverrides>,
 }
 
+impl PretrainJobSpec {
+    /// Accelerator devices per pod: `accelerator.countPerNode`, else `workersPerNode`.
+    pub fn devices_per_pod(&self) -> u32 {
+        self.accelerator
+            .count_per_node
+            .unwrap_or(self.workers_per_node)
+    }
+}
+
 fn default_master_port() -> u16 {
     29500
 }

@@ -8,7 +8,7 @@ use pretrain_contract::env as names;
 
 use super::config_map::{CONFIG_DIR, CONFIG_KEY};
 use super::master_addr;
-use super::rank_table::{RANK_TABLE_DIR, RANK_TABLE_KEY};
+use super::rank_table::{pods_per_super_pod, RANK_TABLE_DIR, RANK_TABLE_KEY};
 use super::store_access::{TOKEN_DIR, TOKEN_KEY};
 use crate::crd::{AcceleratorType, PretrainJob};
 
@@ -117,10 +117,9 @@ pub fn build(job: &PretrainJob, slot: PodSlot) -> Vec<EnvVar> {
 /// `accelerator.superPodBlock` (at least one), 0 without one (ascend-operator's
 /// `GetLogicSuperPodId`); the same grouping as the rank table's `super_pod_list`.
 fn logic_super_pod(job: &PretrainJob, rank: u32) -> u32 {
-    let a = &job.spec.accelerator;
-    let devices = a.count_per_node.unwrap_or(job.spec.workers_per_node);
-    match a.super_pod_block {
-        Some(block) if block > 0 && devices > 0 => rank / (block / devices).max(1),
+    let devices = job.spec.devices_per_pod();
+    match job.spec.accelerator.super_pod_block {
+        Some(block) if block > 0 && devices > 0 => rank / pods_per_super_pod(block, devices),
         _ => 0,
     }
 }

@@ -63,13 +63,7 @@ pub fn args(job: &PretrainJob) -> Vec<String> {
 pub(super) fn resources(job: &PretrainJob) -> Option<ResourceRequirements> {
     let mut r = job.spec.scheduling.resources.clone().unwrap_or_default();
     if let Some(name) = env::resource_name(job) {
-        let count = Quantity(
-            job.spec
-                .accelerator
-                .count_per_node
-                .unwrap_or(job.spec.workers_per_node)
-                .to_string(),
-        );
+        let count = Quantity(job.spec.devices_per_pod().to_string());
         r.limits
             .get_or_insert_with(BTreeMap::new)
             .insert(name.clone(), count.clone());

@@ -10,6 +10,7 @@
 //! regenerated for every attempt because pod IPs change.
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{env, owned_meta, rank_table_name};
@@ -167,17 +168,14 @@ impl Layout {
     /// The layout of `job`: version 2.0 when its pods request `huawei.com/npu` (it takes
     /// precedence, as in ascend-operator), 1.2 with `accelerator.superPodBlock`, else 1.0.
     pub fn of(job: &PretrainJob) -> Self {
-        let a = &job.spec.accelerator;
         let version = if env::resource_name(job).as_deref() == Some(NPU_RESOURCE) {
             Version::V2_0 {
                 scale_out: job
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SCALE_OUT_TYPE_LABEL))
+                    .labels()
+                    .get(SCALE_OUT_TYPE_LABEL)
                     .and_then(|v| ScaleOutType::parse(v)),
             }
-        } else if let Some(block) = a.super_pod_block {
+        } else if let Some(block) = job.spec.accelerator.super_pod_block {
             Version::V1_2 {
                 super_pod_block: block,
             }
@@ -186,7 +184,7 @@ impl Layout {
         };
         Layout {
             nodes: job.spec.nodes,
-            devices_per_pod: a.count_per_node.unwrap_or(job.spec.workers_per_node),
+            devices_per_pod: job.spec.devices_per_pod(),
             version,
         }
     }
@@ -241,6 +239,11 @@ fn v1_table(layout: Layout, sorted: &[&RankPod]) -> Option<String> {
     serde_json::to_string_pretty(&table).ok()
 }
 
+/// The global rank of device `local` of the pod of node `rank`.
+fn rank_id(rank: u32, devices_per_pod: u32, local: usize) -> u64 {
+    u64::from(rank) * u64::from(devices_per_pod) + local as u64
+}
+
 /// One pod's entry; global `rank_id` = node rank x devices per pod + local index.
 fn server(layout: Layout, p: &RankPod) -> Option<Server> {
     let d = p.devices.as_ref()?;
@@ -254,7 +257,7 @@ fn server(layout: Layout, p: &RankPod) -> Option<Server> {
             super_device_id: layout
                 .super_pod_block()
                 .map(|_| dev.super_device_id.clone()),
-            rank_id: (u64::from(p.rank) * u64::from(layout.devices_per_pod) + i as u64).to_string(),
+            rank_id: rank_id(p.rank, layout.devices_per_pod, i).to_string(),
         })
         .collect();
     Some(Server {
@@ -265,12 +268,17 @@ fn server(layout: Layout, p: &RankPod) -> Option<Server> {
     })
 }
 
-/// Servers (in rank order) grouped into logical super pods of `block / devices` servers each
-/// (at least one), numbered from 0 as ascend-operator's `GetLogicSuperPodId` does.
+/// Pods per logical super pod of `block` NPUs with `devices` per pod: at least one
+/// (ascend-operator's `getLogicSuperPodNodes`).
+pub fn pods_per_super_pod(block: u32, devices: u32) -> u32 {
+    (block / devices.max(1)).max(1)
+}
+
+/// Servers (in rank order) grouped into logical super pods of [`pods_per_super_pod`] servers
+/// each, numbered from 0 as ascend-operator's `GetLogicSuperPodId` does.
 fn super_pods(servers: &[Server], block: u32, devices: u32) -> Vec<SuperPod> {
-    let per_pod = (block / devices.max(1)).max(1) as usize;
     servers
-        .chunks(per_pod)
+        .chunks(pods_per_super_pod(block, devices) as usize)
         .enumerate()
         .map(|(id, chunk)| SuperPod {
             super_pod_id: id.to_string(),

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::RankPod;
+use super::{rank_id, RankPod};
 
 /// The job label choosing the scale-out network (ascend-operator's `scaleout-type`).
 pub const SCALE_OUT_TYPE_LABEL: &str = "scaleout-type";
@@ -122,12 +122,11 @@ pub(super) fn render(
     let devices: Vec<(u64, &super::Device)> = pods
         .iter()
         .flat_map(|p| {
-            let base = u64::from(p.rank) * u64::from(devices_per_pod);
             p.devices
                 .iter()
                 .flat_map(|d| d.devices.iter())
                 .enumerate()
-                .map(move |(i, dev)| (base + i as u64, dev))
+                .map(move |(i, dev)| (rank_id(p.rank, devices_per_pod, i), dev))
         })
         .collect();
     let present: BTreeSet<&str> = devices
@@ -174,22 +173,20 @@ fn levels(
     port: Option<&str>,
     scale_out: Option<ScaleOutType>,
 ) -> Vec<LevelElement> {
-    let chosen = port.or(scale_out.map(ScaleOutType::as_str));
     let mut out: Vec<LevelElement> = [0, 1]
         .iter()
         .filter_map(|&l| element(reported, l, None))
         .collect();
-    for level in [2, 3] {
-        let keep = match level {
-            2 => matches!(chosen, Some("UBOE" | "UBG")),
-            _ => chosen == Some("ROCE"),
-        };
-        if keep {
-            out.push(
-                port.and_then(|p| element(reported, level, Some(p)))
-                    .unwrap_or_else(|| default_element(level)),
-            );
-        }
+    let scale_level = match port.or(scale_out.map(ScaleOutType::as_str)) {
+        Some("UBOE" | "UBG") => Some(2),
+        Some("ROCE") => Some(3),
+        _ => None,
+    };
+    if let Some(level) = scale_level {
+        out.push(
+            port.and_then(|p| element(reported, level, Some(p)))
+                .unwrap_or_else(|| default_element(level)),
+        );
     }
     out
 }

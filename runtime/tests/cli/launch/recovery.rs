@@ -111,6 +111,13 @@ fn uninterrupted(dir: &Path, data: &Path, extra: &[&str]) -> PathBuf {
     straight
 }
 
+/// Whether `rel` has the same bytes under the uninterrupted run `straight` and the resumed
+/// run `resumed`.
+fn same_file(straight: &Path, resumed: &Path, rel: &str) -> bool {
+    let a = std::fs::read(straight.join(rel)).expect("straight");
+    a == std::fs::read(resumed.join(rel)).expect("resumed")
+}
+
 /// The run `name` of the restart tests (directory, data, `train` overrides, and the
 /// uninterrupted run's directory) with `--max-restarts=1` and `launcher_extra`: rank 1 gets
 /// `signal` at step ~70, and the restarted gang must finish with the uninterrupted losses,
@@ -153,12 +160,8 @@ fn max_restarts_resumes_bit_identically_after_a_kill() {
     let run = (dir.path(), data.as_path(), &extra[..], straight.as_path());
     let (out, _) = restart_after(run, "killed", &[], "KILL");
     for file in ["model.safetensors", "shards/tp00-pp00.safetensors"] {
-        let a = std::fs::read(straight.join("checkpoint/iteration_00000500").join(file));
-        let b = std::fs::read(out.join("checkpoint/iteration_00000500").join(file));
-        assert!(
-            a.expect("straight") == b.expect("resumed"),
-            "{file} differs"
-        );
+        let it = format!("checkpoint/iteration_00000500/{file}");
+        assert!(same_file(&straight, &out, &it), "{file} differs");
     }
 }
 
@@ -243,14 +246,7 @@ fn both_nodes_restart_together_and_resume_exactly() {
     let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(losses(&out)), bits(losses(&straight)));
     let it = "checkpoint/iteration_00000500/model.safetensors";
-    let (a, b) = (
-        std::fs::read(straight.join(it)),
-        std::fs::read(out.join(it)),
-    );
-    assert!(
-        a.expect("straight") == b.expect("resumed"),
-        "final weights differ"
-    );
+    assert!(same_file(&straight, &out, it), "final weights differ");
 }
 
 /// A stopped worker (SIGSTOP: it neither exits nor fails a collective soon) is found by its
