@@ -72,8 +72,8 @@ struct Shared {
     token: Token,
 }
 
-/// Open connections, those not yet authenticated (evicted ones included until their thread
-/// is gone), and those still in their handshake (oldest first).
+/// Open connections, those not yet authenticated (refused and evicted ones included until the
+/// accept loop has joined their thread), and those still in their handshake (oldest first).
 #[derive(Default)]
 struct Conns {
     open: usize,
@@ -162,16 +162,19 @@ impl Drop for StoreServer {
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let conns = Arc::new(Mutex::new(Conns::default()));
+    let mut threads: Vec<JoinHandle<bool>> = vec![];
     let mut last_note = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        // Evicted handshakes take a moment to end: accept no more until they have, so that
-        // a flood cannot outrun the limit (new connections wait in the kernel's backlog).
+        reap(&mut threads, &conns);
+        // Refused and evicted handshakes take a moment to end: accept no more until their
+        // threads are gone, so that a flood cannot outrun the limit (new connections wait in
+        // the kernel's backlog).
         if lock(&conns).unauthenticated >= 2 * shared.limits.max_pending {
             std::thread::sleep(Duration::from_millis(2));
             continue;
         }
         match listener.accept() {
-            Ok((stream, peer)) => admit(stream, peer, &shared, &conns),
+            Ok((stream, peer)) => threads.extend(admit(stream, peer, &shared, &conns)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -195,13 +198,36 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>
     }
 }
 
-/// Starts serving a new connection, within the connection limits.
-fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, conns: &Arc<Mutex<Conns>>) {
+/// Joins the connection threads that have ended; one that never authenticated stops counting
+/// as unauthenticated only now, when its thread is gone.
+fn reap(threads: &mut Vec<JoinHandle<bool>>, conns: &Mutex<Conns>) {
+    let mut i = 0;
+    while i < threads.len() {
+        if !threads[i].is_finished() {
+            i += 1;
+            continue;
+        }
+        let authenticated = threads.swap_remove(i).join().unwrap_or(false);
+        if !authenticated {
+            let mut c = lock(conns);
+            c.unauthenticated = c.unauthenticated.saturating_sub(1);
+        }
+    }
+}
+
+/// Starts serving a new connection, within the connection limits; its thread returns whether
+/// the client authenticated.
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    conns: &Arc<Mutex<Conns>>,
+) -> Option<JoinHandle<bool>> {
     let id = {
         let mut c = lock(conns);
         if c.open >= shared.limits.max_connections {
             c.refused += 1;
-            return; // dropping the stream closes it
+            return None; // dropping the stream closes it
         }
         if c.pending.len() >= shared.limits.max_pending {
             if let Some((_, oldest)) = c.pending.pop_front() {
@@ -209,7 +235,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, conns: &Arc<
             }
         }
         let Ok(control) = stream.try_clone() else {
-            return;
+            return None;
         };
         let id = c.next_id;
         c.next_id += 1;
@@ -223,31 +249,40 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, conns: &Arc<
         .name("store-conn".into())
         .stack_size(CONN_STACK_BYTES)
         .spawn(move || {
-            let mut handshaken = false;
+            let mut authenticated = false;
             match serve(stream, &shared, || {
-                handshaken = true;
-                end_handshake(&conns2, id);
+                authenticated = true;
+                end_handshake(&conns2, id, true);
             }) {
                 Ok(()) => tracing::debug!(%peer, "store client disconnected"),
                 Err(e) => tracing::debug!(%peer, "store connection dropped: {e}"),
             }
-            if !handshaken {
-                end_handshake(&conns2, id);
+            if !authenticated {
+                end_handshake(&conns2, id, false);
             }
             lock(&conns2).open -= 1;
+            authenticated
         });
-    if let Err(e) = spawned {
-        tracing::warn!(%peer, "cannot serve a store client: {e}");
-        end_handshake(conns, id);
-        lock(conns).open -= 1;
+    match spawned {
+        Ok(thread) => Some(thread),
+        Err(e) => {
+            tracing::warn!(%peer, "cannot serve a store client: {e}");
+            end_handshake(conns, id, true);
+            lock(conns).open -= 1;
+            None
+        }
     }
 }
 
-/// Connection `id` is done with its handshake (passed, failed or evicted).
-fn end_handshake(conns: &Mutex<Conns>, id: u64) {
+/// Connection `id` is done with its handshake (passed, refused, failed or evicted); with
+/// `counted`, it no longer counts as unauthenticated (else [`reap`] does that once its thread
+/// is gone).
+fn end_handshake(conns: &Mutex<Conns>, id: u64, counted: bool) {
     let mut c = lock(conns);
     c.pending.retain(|(i, _)| *i != id);
-    c.unauthenticated -= 1;
+    if counted {
+        c.unauthenticated -= 1;
+    }
 }
 
 /// Reads exactly `buf.len()` bytes before `deadline` (however slowly they trickle in).
@@ -301,17 +336,16 @@ fn handshake(s: &mut TcpStream, shared: &Shared) -> io::Result<bool> {
 }
 
 /// Serves one client connection: handshake, then requests until it disconnects or stays
-/// silent for the idle timeout. `handshaken` is called once the handshake is over.
-fn serve(mut s: TcpStream, shared: &Shared, handshaken: impl FnOnce()) -> io::Result<()> {
+/// silent for the idle timeout. `authenticated` is called once the client has proved the token.
+fn serve(mut s: TcpStream, shared: &Shared, authenticated: impl FnOnce()) -> io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_nodelay(true)?;
-    let accepted = handshake(&mut s, shared)?;
-    handshaken();
-    if !accepted {
+    if !handshake(&mut s, shared)? {
         return Err(invalid(
             "refused a client that could not prove the job's token",
         ));
     }
+    authenticated();
     let limits = &shared.limits;
     let max_body = limits
         .max_value_bytes
